@@ -1,0 +1,53 @@
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { appliedMigrationCount, expectedMigrationCount } from '../../src/db/client.ts'
+
+const ReadySchema = Type.Object({
+  status: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
+  checks: Type.Object({ db: Type.Union([Type.Literal('ok'), Type.Literal('down')]) })
+})
+
+function withTimeout<T> (p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms)
+  })
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer))
+}
+
+/**
+ * Probes for load balancers and orchestrators: liveness never touches the database;
+ * readiness pings it (and checks every migration is applied) under HEALTH_DB_TIMEOUT_MS,
+ * and turns 503 as soon as the service starts shutting down. Neither is rate limited
+ * or logged at info level.
+ */
+const healthRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
+  const expected = expectedMigrationCount()
+  let closing = false
+  fastify.addHook('preClose', async () => { closing = true })
+  const config = { rateLimit: false as const }
+
+  fastify.get('/health/live', {
+    logLevel: 'warn',
+    config,
+    schema: { tags: ['health'], response: { 200: Type.Object({ status: Type.Literal('ok') }) } }
+  }, async () => ({ status: 'ok' as const }))
+
+  fastify.get('/health/ready', {
+    logLevel: 'warn',
+    config,
+    schema: { tags: ['health'], response: { 200: ReadySchema, 503: ReadySchema } }
+  }, async (request, reply) => {
+    let up = false
+    if (!closing) {
+      try {
+        up = await withTimeout(appliedMigrationCount(fastify.db), fastify.config.HEALTH_DB_TIMEOUT_MS) >= expected
+      } catch (err) {
+        request.log.warn({ err }, 'readiness: database check failed')
+      }
+    }
+    if (up) return { status: 'ok' as const, checks: { db: 'ok' as const } }
+    return reply.code(503).send({ status: 'unavailable' as const, checks: { db: 'down' as const } })
+  })
+}
+
+export default healthRoutes

@@ -1,0 +1,97 @@
+import { randomUUID } from 'node:crypto'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import cookie from '@fastify/cookie'
+import { Ajv } from 'ajv'
+import addFormatsModule from 'ajv-formats'
+import Fastify, { type FastifyServerOptions } from 'fastify'
+import authPlugin from '../plugins/auth.ts'
+import dbPlugin from '../plugins/db.ts'
+import errorsPlugin from '../plugins/errors.ts'
+import jwtPlugin from '../plugins/jwt.ts'
+import rateLimitPlugin from '../plugins/rate-limit.ts'
+import securityPlugin from '../plugins/security.ts'
+import servicesPlugin from '../plugins/services.ts'
+import swaggerPlugin from '../plugins/swagger.ts'
+import routes from '../routes/index.ts'
+import type { Config } from './config.ts'
+import type { DbHandle } from './db/client.ts'
+import { loggerOptions } from './logger.ts'
+import { ErrorSchema } from './schemas/common.ts'
+import { UserSchema } from './schemas/auth.ts'
+import { TaskSchema } from './schemas/tasks.ts'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config
+  }
+}
+
+export interface BuildAppOptions {
+  config: Config
+  /** Fastify logger options; defaults to pino at LOG_LEVEL with redaction. */
+  logger?: FastifyServerOptions['logger']
+  /** A database the caller owns (tests); otherwise the app connects and migrates from config. */
+  db?: DbHandle
+  /** The clock (tests inject one to move time). */
+  now?: () => Date
+}
+
+// ajv-formats is CommonJS with a default export.
+const addFormats = addFormatsModule as unknown as typeof addFormatsModule.default
+
+/**
+ * Bodies are validated strictly (a number is not a string, extra fields are refused);
+ * query strings and path params are coerced, since they arrive as text.
+ */
+function validators () {
+  const make = (coerceTypes: boolean | 'array') => {
+    const ajv = new Ajv({ coerceTypes, useDefaults: true, removeAdditional: false, allErrors: false, strict: false })
+    addFormats(ajv)
+    return ajv
+  }
+  const strict = make(false)
+  const coercing = make('array')
+  return ({ schema, httpPart }: { schema: object, httpPart?: string }) =>
+    (httpPart === 'body' ? strict : coercing).compile(schema)
+}
+
+const REQUEST_ID = /^[\w.:-]{1,64}$/
+
+/** Builds the application without listening: server.ts listens, tests inject. */
+export async function buildApp (opts: BuildAppOptions) {
+  const { config } = opts
+  const app = Fastify({
+    logger: opts.logger ?? loggerOptions(config.LOG_LEVEL),
+    bodyLimit: config.BODY_LIMIT_BYTES,
+    // Fastify takes a hop count too, though its types omit it.
+    trustProxy: config.TRUST_PROXY as boolean | string[],
+    // A caller's X-Request-Id is kept when it is sane, so logs join up across services.
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id']
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+    },
+    return503OnClosing: true,
+    forceCloseConnections: 'idle'
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  app.setValidatorCompiler(validators())
+  app.decorate('config', config)
+  app.addHook('onRequest', async (request, reply) => { reply.header('x-request-id', request.id) })
+  app.addSchema(ErrorSchema)
+  app.addSchema(UserSchema)
+  app.addSchema(TaskSchema)
+
+  await app.register(errorsPlugin)
+  await app.register(securityPlugin)
+  await app.register(swaggerPlugin)
+  await app.register(rateLimitPlugin)
+  await app.register(cookie)
+  await app.register(dbPlugin, { handle: opts.db })
+  await app.register(jwtPlugin)
+  await app.register(servicesPlugin, { now: opts.now })
+  await app.register(authPlugin)
+  await app.register(routes)
+  return app
+}
+export type App = Awaited<ReturnType<typeof buildApp>>

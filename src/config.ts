@@ -1,0 +1,154 @@
+import { isIP } from 'node:net'
+import Type, { type Static } from 'typebox'
+import Value from 'typebox/value'
+
+/**
+ * Every setting of the service, parsed once from the environment.
+ * Names follow ../shared/API.md "Configuration"; additions are listed in the README.
+ * This module never touches the file system or the network: loadConfig is pure.
+ */
+const Bool = (def: boolean) => Type.Boolean({ default: def })
+const Int = (def: number, minimum: number, maximum: number) => Type.Integer({ default: def, minimum, maximum })
+const OptStr = (opts: { minLength?: number, maxLength?: number } = {}) => Type.Optional(Type.String({ minLength: 1, maxLength: 4096, ...opts }))
+
+export const ConfigSchema = Type.Object({
+  NODE_ENV: Type.Union([Type.Literal('development'), Type.Literal('production'), Type.Literal('test')], { default: 'development' }),
+  HOST: Type.String({ default: '127.0.0.1', minLength: 1 }),
+  PORT: Int(3000, 0, 65535),
+  LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info' }),
+
+  DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
+  DATA_DIR: Type.String({ default: './data', minLength: 1 }),
+  DB_POOL_MAX: Int(10, 1, 1000),
+  REDIS_URL: Type.Optional(Type.String({ pattern: '^rediss?://' })),
+
+  JWT_SECRET: OptStr(),
+  JWT_PRIVATE_KEY: OptStr({ maxLength: 16384 }),
+  JWT_ISSUER: Type.String({ default: 'gatehouse', minLength: 1, maxLength: 512 }),
+  JWT_AUDIENCE: Type.String({ default: 'gatehouse', minLength: 1, maxLength: 512 }),
+  ACCESS_TOKEN_EXPIRE_MINUTES: Int(15, 1, 1440),
+  REFRESH_TOKEN_EXPIRE_DAYS: Int(7, 1, 365),
+  REFRESH_REUSE_GRACE_SECONDS: Int(10, 0, 300),
+  SESSION_CHECK_TTL_SECONDS: Int(5, 0, 300),
+
+  COOKIE_SECURE: Bool(true),
+  COOKIE_DOMAIN: OptStr({ maxLength: 253 }),
+  CORS_ORIGINS: Type.Array(Type.String({ pattern: '^https?://[^/\\s]+$' }), { default: [] }),
+  TRUST_PROXY: Type.Union([Type.Boolean(), Type.Integer({ minimum: 1, maximum: 100 }), Type.Array(Type.String({ minLength: 1 }))], { default: false }),
+  APP_URL: Type.String({ default: 'http://localhost:3000', pattern: '^https?://' }),
+  BODY_LIMIT_BYTES: Int(16 * 1024, 1024, 1024 * 1024),
+
+  SMTP_HOST: OptStr({ maxLength: 253 }),
+  SMTP_PORT: Int(587, 1, 65535),
+  SMTP_USER: OptStr(),
+  SMTP_PASSWORD: OptStr(),
+  SMTP_FROM: Type.String({ default: 'Gatehouse <no-reply@localhost>', minLength: 3 }),
+
+  ADMIN_EMAIL: OptStr({ maxLength: 254 }),
+  ADMIN_PASSWORD: OptStr({ maxLength: 128 }),
+
+  HIBP_ENABLED: Bool(true),
+  HIBP_API_URL: Type.String({ default: 'https://api.pwnedpasswords.com', pattern: '^https?://' }),
+  HIBP_TIMEOUT_MS: Int(2000, 50, 60000),
+  MFA_ENCRYPTION_KEY: OptStr(),
+
+  ARGON2_MEMORY_COST: Int(19456, 8192, 1048576),
+  ARGON2_TIME_COST: Int(2, 1, 20),
+  ARGON2_PARALLELISM: Int(1, 1, 16),
+  ARGON2_MAX_CONCURRENCY: Int(4, 1, 256),
+
+  RATE_LIMIT_ENABLED: Bool(true),
+  RATE_LIMIT_MAX: Int(300, 1, 1_000_000),
+  RATE_LIMIT_WINDOW_SECONDS: Int(60, 1, 86400),
+  RATE_LIMIT_LOGIN_MAX: Int(5, 1, 100_000),
+  RATE_LIMIT_LOGIN_WINDOW_SECONDS: Int(60, 1, 86400),
+  RATE_LIMIT_SIGNUP_MAX: Int(10, 1, 100_000),
+  RATE_LIMIT_SIGNUP_WINDOW_SECONDS: Int(3600, 1, 86400),
+  RATE_LIMIT_LOGIN_EMAIL_FAILURES: Int(10, 1, 10_000),
+  RATE_LIMIT_LOGIN_EMAIL_WINDOW_MINUTES: Int(15, 1, 1440),
+  RATE_LIMIT_KNOWN_IP_DAYS: Int(30, 0, 365),
+
+  HEALTH_DB_TIMEOUT_MS: Int(1000, 50, 30000)
+})
+
+export type Config = Static<typeof ConfigSchema>
+export type ConfigKey = keyof Config
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+const LIST_KEYS = new Set<ConfigKey>(['CORS_ORIGINS'])
+const KEYS = Object.keys(ConfigSchema.properties) as ConfigKey[]
+
+function parseBoolean (raw: string): boolean | string {
+  const v = raw.trim().toLowerCase()
+  if (['true', '1', 'yes', 'on'].includes(v)) return true
+  if (['false', '0', 'no', 'off'].includes(v)) return false
+  return raw
+}
+
+function isAddressOrCidr (entry: string): boolean {
+  if (['loopback', 'linklocal', 'uniquelocal'].includes(entry)) return true
+  const [addr, bits, ...rest] = entry.split('/')
+  if (rest.length > 0 || addr === undefined) return false
+  const family = isIP(addr)
+  if (family === 0) return false
+  if (bits === undefined) return true
+  if (!/^\d{1,3}$/.test(bits)) return false
+  return Number(bits) <= (family === 4 ? 32 : 128)
+}
+
+/** TRUST_PROXY as Fastify takes it: true/false, a hop count, or addresses/CIDRs. */
+function parseTrustProxy (raw: string): unknown {
+  const b = parseBoolean(raw)
+  if (typeof b === 'boolean') return b
+  if (/^\d+$/.test(raw.trim())) return Number(raw.trim())
+  const list = raw.split(',').map((s) => s.trim()).filter(Boolean)
+  const bad = list.find((e) => !isAddressOrCidr(e))
+  if (bad !== undefined) throw new ConfigError(`Invalid configuration: TRUST_PROXY has "${bad}", which is not true/false, a hop count, an IP address or a CIDR`)
+  return list
+}
+
+function describe (key: string, message: string, value: unknown): string {
+  const secret = /SECRET|PASSWORD|KEY/.test(key)
+  const shown = secret || value === undefined ? '' : ` (got ${JSON.stringify(value).slice(0, 80)})`
+  return `Invalid configuration: ${key} ${message}${shown}`
+}
+
+/**
+ * Parses and validates the environment. Throws ConfigError with one line naming the
+ * first bad variable. Empty strings count as unset.
+ */
+export function loadConfig (env: Record<string, string | undefined>): Config {
+  const raw: Record<string, unknown> = {}
+  for (const key of KEYS) {
+    const value = env[key]
+    if (value === undefined || value.trim() === '') continue
+    if (LIST_KEYS.has(key)) raw[key] = value.split(',').map((s) => s.trim()).filter(Boolean)
+    else if (key === 'TRUST_PROXY') raw[key] = parseTrustProxy(value)
+    else if ((ConfigSchema.properties[key] as { type?: unknown }).type === 'boolean') raw[key] = parseBoolean(value)
+    else raw[key] = value.trim()
+  }
+  const converted = Value.Default(ConfigSchema, Value.Convert(ConfigSchema, raw)) as Record<string, unknown>
+  for (const error of Value.Errors(ConfigSchema, converted)) {
+    const key = error.instancePath.split('/')[1] ?? '(unknown)'
+    throw new ConfigError(describe(key, error.message, raw[key]))
+  }
+  const config = converted as Config
+
+  if (config.JWT_SECRET !== undefined && Buffer.byteLength(config.JWT_SECRET) < 32) {
+    throw new ConfigError('Invalid configuration: JWT_SECRET must be at least 32 bytes')
+  }
+  if (config.NODE_ENV === 'production' && config.JWT_SECRET === undefined) {
+    throw new ConfigError('Invalid configuration: JWT_SECRET is required in production (at least 32 bytes)')
+  }
+  if (config.JWT_PRIVATE_KEY !== undefined) {
+    // Asymmetric signing (EdDSA/ES256 + JWKS) is not built yet; refuse rather than silently use HS256.
+    throw new ConfigError('Invalid configuration: JWT_PRIVATE_KEY is not supported by this version; use JWT_SECRET')
+  }
+  if ((config.ADMIN_EMAIL === undefined) !== (config.ADMIN_PASSWORD === undefined)) {
+    throw new ConfigError('Invalid configuration: ADMIN_EMAIL and ADMIN_PASSWORD must be set together')
+  }
+  return config
+}

@@ -1,0 +1,110 @@
+import { existsSync, mkdirSync, readFileSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { sql } from 'drizzle-orm'
+import { integer, pgSchema, type PgDatabase, type PgQueryResultHKT, type PgTransaction } from 'drizzle-orm/pg-core'
+import type { ExtractTablesWithRelations } from 'drizzle-orm'
+import * as schema from './schema.ts'
+
+/** Both drivers (postgres.js and PGlite) fit this type; services only see it. */
+export type Db = PgDatabase<PgQueryResultHKT, typeof schema>
+export type Tx = PgTransaction<PgQueryResultHKT, typeof schema, ExtractTablesWithRelations<typeof schema>>
+/** Query helpers accept the database or an open transaction. */
+export type Queryable = Db | Tx
+
+export interface DbHandle {
+  db: Db
+  kind: 'postgres' | 'pglite'
+  /** Runs the drizzle migrations (serialised across instances on PostgreSQL). */
+  migrate: () => Promise<void>
+  /** Closes the connection(s); queries fail afterwards. */
+  close: () => Promise<void>
+}
+
+/**
+ * Finds `drizzle/` (the generated migrations) by walking up from this file, so the same
+ * code works from `src/db` under tsx and from `dist/src/db` after a build.
+ */
+export function migrationsFolder (): string {
+  let dir = dirname(fileURLToPath(import.meta.url))
+  for (;;) {
+    const candidate = join(dir, 'drizzle')
+    if (existsSync(join(candidate, 'meta', '_journal.json'))) return candidate
+    const parent = dirname(dir)
+    if (parent === dir) throw new Error('drizzle/ migrations folder not found')
+    dir = parent
+  }
+}
+
+/** Arbitrary constant key for the migration advisory lock. */
+const MIGRATION_LOCK_KEY = 7_245_310_021
+
+export async function connectPostgres (url: string, opts: { max?: number } = {}): Promise<DbHandle> {
+  const { default: postgres } = await import('postgres')
+  const { drizzle } = await import('drizzle-orm/postgres-js')
+  const { migrate } = await import('drizzle-orm/postgres-js/migrator')
+  const client = postgres(url, {
+    max: opts.max ?? 10,
+    onnotice: () => {},
+    connect_timeout: 10,
+    connection: { application_name: 'gatehouse' }
+  })
+  const db = drizzle(client, { schema }) as unknown as Db
+  return {
+    db,
+    kind: 'postgres',
+    async migrate () {
+      // Several instances may start at once: one migrates, the others wait for it.
+      const conn = await client.reserve()
+      try {
+        await conn`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`
+        try {
+          await migrate(drizzle(client, { schema }), { migrationsFolder: migrationsFolder() })
+        } finally {
+          await conn`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`
+        }
+      } finally {
+        conn.release()
+      }
+    },
+    close: () => client.end({ timeout: 5 })
+  }
+}
+
+/** Embedded PostgreSQL (PGlite): `dataDir` on disk, or in memory when undefined. */
+export async function connectPglite (dataDir?: string): Promise<DbHandle> {
+  const { PGlite } = await import('@electric-sql/pglite')
+  const { drizzle } = await import('drizzle-orm/pglite')
+  const { migrate } = await import('drizzle-orm/pglite/migrator')
+  if (dataDir !== undefined) mkdirSync(dataDir, { recursive: true })
+  const client = new PGlite(dataDir === undefined ? undefined : resolve(dataDir))
+  await client.waitReady
+  const db = drizzle(client, { schema })
+  return {
+    db: db as unknown as Db,
+    kind: 'pglite',
+    migrate: () => migrate(db, { migrationsFolder: migrationsFolder() }),
+    close: async () => { if (!client.closed) await client.close() }
+  }
+}
+
+export async function connect (opts: { databaseUrl?: string, dataDir: string, poolMax?: number }): Promise<DbHandle> {
+  return opts.databaseUrl !== undefined
+    ? connectPostgres(opts.databaseUrl, { max: opts.poolMax })
+    : connectPglite(join(opts.dataDir, 'pglite'))
+}
+
+/** drizzle's own bookkeeping table; declared here, not in schema.ts, so drizzle-kit leaves it alone. */
+const appliedMigrations = pgSchema('drizzle').table('__drizzle_migrations', { id: integer('id') })
+
+/** How many migrations drizzle/ holds (read once). */
+export function expectedMigrationCount (): number {
+  const journal = JSON.parse(readFileSync(join(migrationsFolder(), 'meta', '_journal.json'), 'utf8')) as { entries: unknown[] }
+  return journal.entries.length
+}
+
+/** How many migrations the database has applied; throws when the database is unreachable. */
+export async function appliedMigrationCount (db: Queryable): Promise<number> {
+  const [row] = await db.select({ n: sql<number>`count(*)::int` }).from(appliedMigrations)
+  return row?.n ?? 0
+}

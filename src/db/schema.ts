@@ -1,0 +1,163 @@
+import { sql } from 'drizzle-orm'
+import {
+  bigint, boolean, check, index, integer, jsonb, pgTable, text, timestamp, uniqueIndex, uuid
+} from 'drizzle-orm/pg-core'
+
+/**
+ * The whole contract's data model (../shared/API.md). Later features add behaviour,
+ * not tables: sessions/refresh tokens, MFA, resets and the outbox already have a home.
+ * Every timestamp is written by the application (injected clock), never by now() in SQL,
+ * so tests can move time.
+ */
+const ts = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' })
+
+export const users = pgTable('users', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  /** Trimmed and lower-cased by the application before it gets here. */
+  email: text('email').notNull(),
+  passwordHash: text('password_hash').notNull(),
+  role: text('role', { enum: ['user', 'admin'] }).notNull().default('user'),
+  isActive: boolean('is_active').notNull().default(true),
+  mfaEnabled: boolean('mfa_enabled').notNull().default(false),
+  /** AES-256-GCM ciphertext of the confirmed TOTP secret. */
+  totpSecretEnc: text('totp_secret_enc'),
+  /** AES-256-GCM ciphertext of a secret set up but not yet confirmed. */
+  totpPendingSecretEnc: text('totp_pending_secret_enc'),
+  /** Last TOTP time step accepted, claimed with compare-and-set against replay. */
+  totpLastStep: bigint('totp_last_step', { mode: 'number' }),
+  passwordMustChange: boolean('password_must_change').notNull().default(false),
+  passwordChangedAt: ts('password_changed_at').notNull(),
+  createdAt: ts('created_at').notNull(),
+  updatedAt: ts('updated_at').notNull(),
+  lastLoginAt: ts('last_login_at')
+}, (t) => [
+  uniqueIndex('users_email_key').on(t.email),
+  index('users_is_active_idx').on(t.isActive),
+  check('users_email_lower', sql`${t.email} = lower(${t.email})`),
+  check('users_role_check', sql`${t.role} in ('user', 'admin')`)
+])
+
+/** One login = one session = one refresh-token family. */
+export const sessions = pgTable('sessions', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  userId: uuid('user_id').notNull().references(() => users.id, { onDelete: 'cascade' }),
+  amr: text('amr').array().notNull(),
+  ipAddress: text('ip_address'),
+  userAgent: text('user_agent'),
+  createdAt: ts('created_at').notNull(),
+  lastUsedAt: ts('last_used_at').notNull(),
+  expiresAt: ts('expires_at').notNull(),
+  revokedAt: ts('revoked_at'),
+  revokedReason: text('revoked_reason')
+}, (t) => [
+  index('sessions_user_id_idx').on(t.userId)
+])
+
+/** Refresh tokens of a session; only a hash of each token is stored. */
+export const refreshTokens = pgTable('refresh_tokens', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  sessionId: uuid('session_id').notNull().references(() => sessions.id, { onDelete: 'cascade' }),
+  userId: uuid('user_id').notNull().references(() => users.id, { onDelete: 'cascade' }),
+  tokenHash: text('token_hash').notNull(),
+  parentId: uuid('parent_id'),
+  createdAt: ts('created_at').notNull(),
+  expiresAt: ts('expires_at').notNull(),
+  rotatedAt: ts('rotated_at'),
+  revokedAt: ts('revoked_at'),
+  ipAddress: text('ip_address')
+}, (t) => [
+  uniqueIndex('refresh_tokens_token_hash_key').on(t.tokenHash),
+  index('refresh_tokens_session_id_idx').on(t.sessionId),
+  index('refresh_tokens_user_id_idx').on(t.userId)
+])
+
+/** MFA login challenges (the mfaToken), exhausted after a number of wrong codes. */
+export const mfaChallenges = pgTable('mfa_challenges', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  userId: uuid('user_id').notNull().references(() => users.id, { onDelete: 'cascade' }),
+  failedAttempts: integer('failed_attempts').notNull().default(0),
+  createdAt: ts('created_at').notNull(),
+  expiresAt: ts('expires_at').notNull(),
+  consumedAt: ts('consumed_at')
+}, (t) => [
+  index('mfa_challenges_user_id_idx').on(t.userId)
+])
+
+export const backupCodes = pgTable('backup_codes', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  userId: uuid('user_id').notNull().references(() => users.id, { onDelete: 'cascade' }),
+  /** Keyed hash (HMAC) of the code; the code itself is shown once and never stored. */
+  codeHash: text('code_hash').notNull(),
+  createdAt: ts('created_at').notNull(),
+  usedAt: ts('used_at')
+}, (t) => [
+  uniqueIndex('backup_codes_user_code_key').on(t.userId, t.codeHash)
+])
+
+export const passwordResetTokens = pgTable('password_reset_tokens', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  userId: uuid('user_id').notNull().references(() => users.id, { onDelete: 'cascade' }),
+  tokenHash: text('token_hash').notNull(),
+  createdAt: ts('created_at').notNull(),
+  expiresAt: ts('expires_at').notNull(),
+  usedAt: ts('used_at'),
+  requestedIp: text('requested_ip')
+}, (t) => [
+  uniqueIndex('password_reset_tokens_token_hash_key').on(t.tokenHash),
+  index('password_reset_tokens_user_id_idx').on(t.userId, t.createdAt)
+])
+
+/** Audit log of every authentication event. user_id survives the user (set null). */
+export const authEvents = pgTable('auth_events', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  userId: uuid('user_id').references(() => users.id, { onDelete: 'set null' }),
+  /** The email as attempted (normalised), also for unknown accounts. */
+  email: text('email'),
+  eventType: text('event_type').notNull(),
+  ipAddress: text('ip_address'),
+  userAgent: text('user_agent'),
+  success: boolean('success').notNull(),
+  failureReason: text('failure_reason'),
+  metadata: jsonb('metadata').$type<Record<string, unknown>>(),
+  createdAt: ts('created_at').notNull()
+}, (t) => [
+  index('auth_events_created_at_idx').on(t.createdAt),
+  index('auth_events_ip_created_at_idx').on(t.ipAddress, t.createdAt),
+  index('auth_events_email_created_at_idx').on(t.email, t.createdAt),
+  index('auth_events_user_id_created_at_idx').on(t.userId, t.createdAt)
+])
+
+/** Durable email outbox: rows are written in the transaction of the change that causes them. */
+export const emailOutbox = pgTable('email_outbox', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  toAddress: text('to_address').notNull(),
+  subject: text('subject').notNull(),
+  textBody: text('text_body').notNull(),
+  kind: text('kind').notNull(),
+  status: text('status', { enum: ['pending', 'sent', 'failed'] }).notNull().default('pending'),
+  attempts: integer('attempts').notNull().default(0),
+  maxAttempts: integer('max_attempts').notNull(),
+  nextAttemptAt: ts('next_attempt_at').notNull(),
+  lastError: text('last_error'),
+  createdAt: ts('created_at').notNull(),
+  sentAt: ts('sent_at')
+}, (t) => [
+  index('email_outbox_due_idx').on(t.status, t.nextAttemptAt)
+])
+
+export const tasks = pgTable('tasks', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  userId: uuid('user_id').notNull().references(() => users.id, { onDelete: 'cascade' }),
+  title: text('title').notNull(),
+  description: text('description'),
+  completed: boolean('completed').notNull().default(false),
+  createdAt: ts('created_at').notNull(),
+  updatedAt: ts('updated_at').notNull()
+}, (t) => [
+  index('tasks_user_id_created_at_idx').on(t.userId, t.createdAt)
+])
+
+export type UserRow = typeof users.$inferSelect
+export type SessionRow = typeof sessions.$inferSelect
+export type TaskRow = typeof tasks.$inferSelect
+export type AuthEventRow = typeof authEvents.$inferSelect

@@ -1,0 +1,64 @@
+/**
+ * Domain errors with the contract's stable codes (../shared/API.md "Errors").
+ * Services throw AppError; the errors plugin turns it into
+ * `{ statusCode, code, error, message }`.
+ */
+export const ERROR_STATUS = {
+  VALIDATION_ERROR: 400,
+  PASSWORD_TOO_WEAK: 400,
+  PASSWORD_BREACHED: 400,
+  RESET_TOKEN_INVALID: 400,
+  AUTH_REQUIRED: 401,
+  TOKEN_INVALID: 401,
+  TOKEN_EXPIRED: 401,
+  SESSION_REVOKED: 401,
+  AUTH_INVALID_CREDENTIALS: 401,
+  REFRESH_TOKEN_INVALID: 401,
+  REFRESH_TOKEN_REUSED: 401,
+  MFA_INVALID_CODE: 401,
+  MFA_TOKEN_INVALID: 401,
+  FORBIDDEN: 403,
+  ADMIN_REQUIRED: 403,
+  ACCOUNT_DISABLED: 403,
+  PASSWORD_CHANGE_REQUIRED: 403,
+  CSRF_REJECTED: 403,
+  NOT_FOUND: 404,
+  EMAIL_TAKEN: 409,
+  MFA_ALREADY_ENABLED: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  RATE_LIMITED: 429,
+  INTERNAL_ERROR: 500,
+  SERVICE_UNAVAILABLE: 503
+} as const
+
+export type ErrorCode = keyof typeof ERROR_STATUS
+
+const DEFAULT_MESSAGE: Partial<Record<ErrorCode, string>> = {
+  AUTH_REQUIRED: 'Authentication required',
+  TOKEN_INVALID: 'Invalid access token',
+  TOKEN_EXPIRED: 'Access token expired',
+  SESSION_REVOKED: 'Session has been revoked',
+  AUTH_INVALID_CREDENTIALS: 'Invalid email or password',
+  FORBIDDEN: 'Not allowed',
+  ADMIN_REQUIRED: 'Administrator role required',
+  ACCOUNT_DISABLED: 'Account is disabled',
+  NOT_FOUND: 'Not found',
+  EMAIL_TAKEN: 'An account with this email already exists',
+  RATE_LIMITED: 'Too many requests, please try again later',
+  SERVICE_UNAVAILABLE: 'Service temporarily unavailable',
+  INTERNAL_ERROR: 'Internal Server Error'
+}
+
+export class AppError extends Error {
+  override name = 'AppError'
+  readonly statusCode: number
+  /** Seconds, for 429 responses (becomes the Retry-After header). */
+  readonly retryAfter?: number
+
+  constructor (readonly code: ErrorCode, message?: string, opts: { retryAfter?: number } = {}) {
+    super(message ?? DEFAULT_MESSAGE[code] ?? code)
+    this.statusCode = ERROR_STATUS[code]
+    if (opts.retryAfter !== undefined) this.retryAfter = opts.retryAfter
+  }
+}

@@ -1,0 +1,27 @@
+import { Type } from '@fastify/type-provider-typebox'
+import { DateTimeSchema, EmailSchema, UuidSchema } from './common.ts'
+
+export const UserSchema = Type.Object({
+  id: UuidSchema,
+  email: Type.String(),
+  role: Type.Union([Type.Literal('user'), Type.Literal('admin')]),
+  isActive: Type.Boolean(),
+  mfaEnabled: Type.Boolean(),
+  passwordMustChange: Type.Boolean(),
+  createdAt: DateTimeSchema,
+  lastLoginAt: Type.Union([DateTimeSchema, Type.Null()])
+}, { $id: 'User' })
+
+export const CredentialsSchema = Type.Object({
+  email: EmailSchema,
+  // The policy (8–128, upper, lower, digit) is checked by the service so it can answer
+  // PASSWORD_TOO_WEAK; this bound only keeps absurd input away from argon2.
+  password: Type.String({ minLength: 1, maxLength: 1024 })
+}, { additionalProperties: false })
+
+export const TokenResponseSchema = Type.Object({
+  user: Type.Ref('User'),
+  accessToken: Type.String(),
+  tokenType: Type.Literal('Bearer'),
+  expiresIn: Type.Integer({ description: 'seconds' })
+})

@@ -1,0 +1,181 @@
+import { and, desc, eq, gt, inArray } from 'drizzle-orm'
+import { authEvents, users, type UserRow } from '../db/schema.ts'
+import type { Db } from '../db/client.ts'
+import { AppError } from '../errors.ts'
+import type { AuditLog, RequestContext } from './audit.ts'
+import { assertPasswordPolicy, type PasswordHasher } from './passwords.ts'
+import type { Amr, SessionService } from './sessions.ts'
+
+/** The contract's User object. */
+export interface PublicUser {
+  id: string
+  email: string
+  role: 'user' | 'admin'
+  isActive: boolean
+  mfaEnabled: boolean
+  passwordMustChange: boolean
+  createdAt: string
+  lastLoginAt: string | null
+}
+
+export function toPublicUser (u: UserRow): PublicUser {
+  return {
+    id: u.id,
+    email: u.email,
+    role: u.role,
+    isActive: u.isActive,
+    mfaEnabled: u.mfaEnabled,
+    passwordMustChange: u.passwordMustChange,
+    createdAt: u.createdAt.toISOString(),
+    lastLoginAt: u.lastLoginAt?.toISOString() ?? null
+  }
+}
+
+/** Emails are compared trimmed and lower-cased; the schema validates the result. */
+export const normaliseEmail = (email: string) => email.trim().toLowerCase()
+
+export interface AccessClaims {
+  sub: string
+  sid: string
+  role: 'user' | 'admin'
+  amr: Amr[]
+}
+
+export interface TokenResponse {
+  user: PublicUser
+  accessToken: string
+  tokenType: 'Bearer'
+  expiresIn: number
+}
+
+export interface LoginThrottle {
+  /** Failures for one email within the window that lock it (for unknown IPs). */
+  maxFailures: number
+  windowMinutes: number
+  /** An IP that logged into the account within this many days is never locked out. */
+  knownIpDays: number
+}
+
+export function createAccountService (deps: {
+  db: Db
+  now: () => Date
+  passwords: PasswordHasher
+  audit: AuditLog
+  sessions: SessionService
+  throttle: LoginThrottle
+  signAccessToken: (claims: AccessClaims) => string
+  accessTokenSeconds: number
+}) {
+  const { db, now, passwords, audit } = deps
+
+  function tokenResponse (user: UserRow, sessionId: string, amr: Amr[]): TokenResponse {
+    return {
+      user: toPublicUser(user),
+      accessToken: deps.signAccessToken({ sub: user.id, sid: sessionId, role: user.role, amr }),
+      tokenType: 'Bearer',
+      expiresIn: deps.accessTokenSeconds
+    }
+  }
+
+  /**
+   * Per-account brute-force guard. Returns the seconds until the account opens again for this
+   * IP, or 0. An IP that signed up or logged into the account recently is exempt, so an attacker
+   * hammering the account cannot lock its owner out.
+   */
+  async function lockedFor (email: string, ip: string): Promise<number> {
+    const { maxFailures, windowMinutes, knownIpDays } = deps.throttle
+    const t = now().getTime()
+    const recent = await db.select({ createdAt: authEvents.createdAt })
+      .from(authEvents)
+      .where(and(
+        eq(authEvents.email, email),
+        eq(authEvents.eventType, 'login_failure'),
+        gt(authEvents.createdAt, new Date(t - windowMinutes * 60_000))
+      ))
+      .orderBy(desc(authEvents.createdAt))
+      .limit(maxFailures)
+    const nth = recent[maxFailures - 1]
+    if (nth === undefined) return 0
+
+    if (knownIpDays > 0) {
+      const [known] = await db.select({ id: authEvents.id })
+        .from(authEvents)
+        .where(and(
+          eq(authEvents.email, email),
+          eq(authEvents.ipAddress, ip),
+          inArray(authEvents.eventType, ['login_success', 'signup']),
+          eq(authEvents.success, true),
+          gt(authEvents.createdAt, new Date(t - knownIpDays * 86_400_000))
+        ))
+        .limit(1)
+      if (known !== undefined) return 0
+    }
+    return Math.max(1, Math.ceil((nth.createdAt.getTime() + windowMinutes * 60_000 - t) / 1000))
+  }
+
+  return {
+    tokenResponse,
+
+    async signup (input: { email: string, password: string }, ctx: RequestContext): Promise<TokenResponse> {
+      const email = normaliseEmail(input.email)
+      assertPasswordPolicy(input.password)
+      const passwordHash = await passwords.hash(input.password)
+      const t = now()
+      return db.transaction(async (tx) => {
+        // ON CONFLICT DO NOTHING: two racing signups of one email give one row and one 409, no 500.
+        const [user] = await tx.insert(users).values({
+          email, passwordHash, passwordChangedAt: t, createdAt: t, updatedAt: t, lastLoginAt: t
+        }).onConflictDoNothing({ target: users.email }).returning()
+        if (user === undefined) throw new AppError('EMAIL_TAKEN')
+        const session = await deps.sessions.create(user.id, ctx, ['pwd'], tx)
+        await audit.record({ type: 'signup', ctx, userId: user.id, email, success: true }, tx)
+        return tokenResponse(user, session.id, ['pwd'])
+      })
+    },
+
+    async login (input: { email: string, password: string }, ctx: RequestContext): Promise<TokenResponse> {
+      const email = normaliseEmail(input.email)
+      const retryAfter = await lockedFor(email, ctx.ip)
+      if (retryAfter > 0) {
+        await audit.record({ type: 'rate_limited', ctx, email, success: false, failureReason: 'account_login_failures' })
+        throw new AppError('RATE_LIMITED', 'Too many failed logins for this account, please try again later', { retryAfter })
+      }
+
+      const [user] = await db.select().from(users).where(eq(users.email, email))
+      const ok = user === undefined
+        ? await passwords.verifyDummy(input.password)
+        : await passwords.verify(user.passwordHash, input.password)
+      if (user === undefined || !ok) {
+        await audit.record({
+          type: 'login_failure', ctx, userId: user?.id ?? null, email, success: false,
+          failureReason: user === undefined ? 'unknown_email' : 'invalid_password'
+        })
+        throw new AppError('AUTH_INVALID_CREDENTIALS')
+      }
+      if (!user.isActive) {
+        await audit.record({ type: 'login_failure', ctx, userId: user.id, email, success: false, failureReason: 'account_disabled' })
+        throw new AppError('ACCOUNT_DISABLED')
+      }
+
+      // Parameters changed since this hash was made: upgrade it while we hold the password.
+      const rehash = passwords.needsRehash(user.passwordHash) ? await passwords.hash(input.password) : undefined
+      const t = now()
+      return db.transaction(async (tx) => {
+        const [updated] = await tx.update(users)
+          .set({ lastLoginAt: t, ...(rehash === undefined ? {} : { passwordHash: rehash }) })
+          .where(eq(users.id, user.id))
+          .returning()
+        const session = await deps.sessions.create(user.id, ctx, ['pwd'], tx)
+        await audit.record({ type: 'login_success', ctx, userId: user.id, email, success: true }, tx)
+        return tokenResponse(updated ?? user, session.id, ['pwd'])
+      })
+    },
+
+    async getUser (userId: string): Promise<PublicUser> {
+      const [user] = await db.select().from(users).where(eq(users.id, userId))
+      if (user === undefined) throw new AppError('SESSION_REVOKED')
+      return toPublicUser(user)
+    }
+  }
+}
+export type AccountService = ReturnType<typeof createAccountService>

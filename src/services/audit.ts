@@ -1,0 +1,45 @@
+import { authEvents } from '../db/schema.ts'
+import type { Queryable } from '../db/client.ts'
+
+export const EVENT_TYPES = [
+  'signup', 'login_success', 'login_failure', 'mfa_failure', 'logout', 'logout_all', 'refresh',
+  'refresh_token_reused', 'password_change', 'password_reset_requested', 'password_reset',
+  'mfa_enabled', 'mfa_disabled', 'backup_code_used', 'rate_limited', 'admin_user_updated'
+] as const
+export type EventType = typeof EVENT_TYPES[number]
+
+/** Who made the request; routes pass it down as plain values, never the request. */
+export interface RequestContext {
+  ip: string
+  userAgent: string | null
+}
+
+export interface AuthEvent {
+  type: EventType
+  ctx: RequestContext
+  userId?: string | null
+  email?: string | null
+  success: boolean
+  failureReason?: string | null
+  metadata?: Record<string, unknown>
+}
+
+/** The audit log: every authentication event, written in the caller's transaction when given. */
+export function createAuditLog (deps: { db: Queryable, now: () => Date }) {
+  return {
+    async record (event: AuthEvent, tx: Queryable = deps.db): Promise<void> {
+      await tx.insert(authEvents).values({
+        eventType: event.type,
+        userId: event.userId ?? null,
+        email: event.email ?? null,
+        ipAddress: event.ctx.ip,
+        userAgent: event.ctx.userAgent?.slice(0, 512) ?? null,
+        success: event.success,
+        failureReason: event.failureReason ?? null,
+        metadata: event.metadata ?? null,
+        createdAt: deps.now()
+      })
+    }
+  }
+}
+export type AuditLog = ReturnType<typeof createAuditLog>
