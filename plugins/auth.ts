@@ -4,10 +4,21 @@ import { AppError } from '../src/errors.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** Guard: a valid access token of a live session (onRequest hook). */
+    /**
+     * Guard: a valid access token of a live session. Register it as a `preParsing` hook: after
+     * the per-IP rate limit (onRequest, so unauthenticated floods are limited too) and before
+     * the body is parsed.
+     */
     authenticate: (request: FastifyRequest) => Promise<void>
     /** Guard: authenticate, then role admin (current role from the database, not the token). */
     requireAdmin: (request: FastifyRequest) => Promise<void>
+  }
+  interface FastifyContextConfig {
+    /**
+     * The route stays open while the account must change its password (me, logout,
+     * logout-all, password/change); every other authenticated route answers 403.
+     */
+    allowWhilePasswordMustChange?: boolean
   }
 }
 
@@ -29,6 +40,10 @@ async function auth (fastify: FastifyInstance) {
   const { sessions } = fastify.services
 
   async function authenticate (request: FastifyRequest): Promise<{ role: 'user' | 'admin' }> {
+    const header = request.headers.authorization
+    if (header === undefined || header.trim() === '') throw new AppError('AUTH_REQUIRED')
+    // Present but not a Bearer token (Basic, a bare token, …) is an invalid credential, not a missing one.
+    if (!/^Bearer [^\s]+$/i.test(header.trim())) throw new AppError('TOKEN_INVALID')
     try {
       await request.jwtVerify()
     } catch (err) {
@@ -40,6 +55,9 @@ async function auth (fastify: FastifyInstance) {
     }
     const state = await sessions.state(sid)
     if (!state.active) throw new AppError('SESSION_REVOKED')
+    if (state.passwordMustChange && request.routeOptions.config.allowWhilePasswordMustChange !== true) {
+      throw new AppError('PASSWORD_CHANGE_REQUIRED')
+    }
     return state
   }
 

@@ -29,7 +29,8 @@ const DB_DOWN_CODES = new Set([
 
 function isDatabaseDown (err: unknown): boolean {
   for (let e = err as { code?: unknown, message?: unknown, cause?: unknown } | undefined, depth = 0; e != null && depth < 5; e = e.cause as typeof e, depth++) {
-    if (typeof e.code === 'string' && DB_DOWN_CODES.has(e.code)) return true
+    // SQLSTATE class 08 is "connection exception"; 3D000: the database itself is gone.
+    if (typeof e.code === 'string' && (DB_DOWN_CODES.has(e.code) || /^08[0-9A-Z]{3}$/.test(e.code) || e.code === '3D000')) return true
     if (typeof e.message === 'string' && /PGlite is closed/i.test(e.message)) return true
   }
   return false

@@ -23,6 +23,8 @@ import { TaskSchema } from './schemas/tasks.ts'
 declare module 'fastify' {
   interface FastifyInstance {
     config: Config
+    /** True from the moment shutdown starts (readiness turns 503). */
+    isClosing: () => boolean
   }
 }
 
@@ -55,6 +57,18 @@ function validators () {
     (httpPart === 'body' ? strict : coercing).compile(schema)
 }
 
+/**
+ * Validation messages name the field: `body/email must match format "email"`, and for a field
+ * that is not allowed, `body must NOT have additional property 'role'`.
+ */
+function formatSchemaErrors (errors: Array<{ instancePath?: string, message?: string, keyword?: string, params?: Record<string, unknown> }>, dataVar: string) {
+  return errors.map((e) => {
+    const where = `${dataVar}${e.instancePath ?? ''}`
+    if (e.keyword === 'additionalProperties') return `${where} must NOT have additional property '${String(e.params?.additionalProperty)}'`
+    return `${where} ${e.message ?? 'is invalid'}`
+  }).join(', ')
+}
+
 const REQUEST_ID = /^[\w.:-]{1,64}$/
 
 /** Builds the application without listening: server.ts listens, tests inject. */
@@ -67,16 +81,22 @@ export async function buildApp (opts: BuildAppOptions) {
     trustProxy: config.TRUST_PROXY as boolean | string[],
     // A caller's X-Request-Id is kept when it is sane, so logs join up across services.
     requestIdHeader: false,
+    schemaErrorFormatter: (errors, dataVar) => new Error(formatSchemaErrors(errors, dataVar)),
     genReqId: (req) => {
       const given = req.headers['x-request-id']
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
     },
-    return503OnClosing: true,
+    // While draining, requests still reach the routes: /health/ready answers 503 in the
+    // contract's shape (Fastify's own 503 would not be), the rest finish normally.
+    return503OnClosing: false,
     forceCloseConnections: 'idle'
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   app.setValidatorCompiler(validators())
   app.decorate('config', config)
+  let closing = false
+  app.decorate('isClosing', () => closing)
+  app.addHook('preClose', async () => { closing = true })
   app.addHook('onRequest', async (request, reply) => { reply.header('x-request-id', request.id) })
   app.addSchema(ErrorSchema)
   app.addSchema(UserSchema)

@@ -133,7 +133,7 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
   const converted = Value.Default(ConfigSchema, Value.Convert(ConfigSchema, raw)) as Record<string, unknown>
   for (const error of Value.Errors(ConfigSchema, converted)) {
     const key = error.instancePath.split('/')[1] ?? '(unknown)'
-    throw new ConfigError(describe(key, error.message, raw[key]))
+    throw new ConfigError(describe(key, error.message, env[key]))
   }
   const config = converted as Config
 

@@ -43,6 +43,7 @@ const DEFAULT_MESSAGE: Partial<Record<ErrorCode, string>> = {
   FORBIDDEN: 'Not allowed',
   ADMIN_REQUIRED: 'Administrator role required',
   ACCOUNT_DISABLED: 'Account is disabled',
+  PASSWORD_CHANGE_REQUIRED: 'You must change your password first',
   NOT_FOUND: 'Not found',
   EMAIL_TAKEN: 'An account with this email already exists',
   RATE_LIMITED: 'Too many requests, please try again later',

@@ -8,12 +8,11 @@ import { randomBytes } from 'node:crypto'
 import { Writable } from 'node:stream'
 import { sql } from 'drizzle-orm'
 import type { FastifyInstance } from 'fastify'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { buildApp, type App } from '../src/app.ts'
 import { loadConfig, type Config } from '../src/config.ts'
 import { connectPglite, connectPostgres, type DbHandle } from '../src/db/client.ts'
 
-export type Test = typeof t
 
 export const JWT_SECRET = 'test-secret-that-is-long-enough-for-hs256-0123456789'
 export const PASSWORD = 'Correct-Horse-9'
@@ -36,6 +35,8 @@ export function testConfig (env: Record<string, string> = {}): Config {
 }
 
 /** Opens a fresh, migrated database: a new PostgreSQL database, or an in-memory PGlite. */
+export type { Test }
+
 export async function openTestDb (): Promise<DbHandle & { drop: () => Promise<void> }> {
   const url = process.env.TEST_DATABASE_URL
   if (url === undefined || url === '') {

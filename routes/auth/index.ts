@@ -56,7 +56,8 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request) => accounts.login(request.body, requestContext(request)))
 
   fastify.get('/me', {
-    onRequest: fastify.authenticate,
+    preParsing: fastify.authenticate,
+    config: { allowWhilePasswordMustChange: true },
     schema: {
       tags: ['auth'],
       summary: 'The current user',

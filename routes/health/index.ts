@@ -22,8 +22,6 @@ function withTimeout<T> (p: Promise<T>, ms: number): Promise<T> {
  */
 const healthRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const expected = expectedMigrationCount()
-  let closing = false
-  fastify.addHook('preClose', async () => { closing = true })
   const config = { rateLimit: false as const }
 
   fastify.get('/health/live', {
@@ -38,7 +36,7 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: { tags: ['health'], response: { 200: ReadySchema, 503: ReadySchema } }
   }, async (request, reply) => {
     let up = false
-    if (!closing) {
+    if (!fastify.isClosing()) {
       try {
         up = await withTimeout(appliedMigrationCount(fastify.db), fastify.config.HEALTH_DB_TIMEOUT_MS) >= expected
       } catch (err) {

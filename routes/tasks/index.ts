@@ -12,7 +12,8 @@ import { AppError } from '../../src/errors.ts'
  */
 const taskRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { tasks } = fastify.services
-  fastify.addHook('onRequest', fastify.authenticate)
+  // preParsing: after the per-IP rate limit (onRequest), before the body is parsed.
+  fastify.addHook('preParsing', fastify.authenticate)
   fastify.addHook('preHandler', async (request) => {
     const { userId } = request.params as { userId: string }
     if (userId.toLowerCase() !== request.user.sub.toLowerCase()) throw new AppError('FORBIDDEN', 'You can only access your own tasks')

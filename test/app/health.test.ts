@@ -1,0 +1,68 @@
+import inject from 'light-my-request'
+import t from 'tap'
+import { buildTestApp, logCapture, openTestDb } from '../helper.ts'
+import { loggerOptions } from '../../src/logger.ts'
+
+t.test('liveness and readiness', async (t) => {
+  const app = await buildTestApp(t)
+  const live = await app.inject({ url: '/health/live' })
+  t.equal(live.statusCode, 200)
+  t.same(live.json(), { status: 'ok' })
+  const ready = await app.inject({ url: '/health/ready' })
+  t.equal(ready.statusCode, 200)
+  t.same(ready.json(), { status: 'ok', checks: { db: 'ok' } })
+})
+
+t.test('readiness is 503 when the database is gone; liveness stays 200', async (t) => {
+  const db = await openTestDb()
+  const app = await buildTestApp(t, { db })
+  t.equal((await app.inject({ url: '/health/ready' })).statusCode, 200)
+  await db.drop()
+  const res = await app.inject({ url: '/health/ready' })
+  t.equal(res.statusCode, 503)
+  t.same(res.json(), { status: 'unavailable', checks: { db: 'down' } })
+  t.equal((await app.inject({ url: '/health/live' })).statusCode, 200)
+})
+
+t.test('readiness is 503 while migrations are not applied', async (t) => {
+  const db = await openTestDb()
+  t.teardown(() => db.drop())
+  const app = await buildTestApp(t, { db })
+  await db.db.execute('delete from drizzle.__drizzle_migrations' as never)
+  const res = await app.inject({ url: '/health/ready' })
+  t.equal(res.statusCode, 503)
+  t.same(res.json(), { status: 'unavailable', checks: { db: 'down' } })
+})
+
+t.test('readiness turns 503 as soon as shutdown starts', async (t) => {
+  let during: { statusCode: number, json: () => unknown } | undefined
+  const app = await buildTestApp(t, {
+    setup: (app) => {
+      // Runs after the health plugin's own preClose hook: ask the router directly, as a
+      // load balancer's probe on a kept-alive connection would.
+      app.addHook('preClose', async () => {
+        during = await inject((req, res) => app.routing(req, res), { url: '/health/ready' })
+      })
+    }
+  })
+  t.equal((await app.inject({ url: '/health/ready' })).statusCode, 200)
+  await app.close()
+  t.equal(during?.statusCode, 503)
+  t.same(during?.json(), { status: 'unavailable', checks: { db: 'down' } })
+})
+
+t.test('health routes are neither rate limited nor logged at info', async (t) => {
+  const logs = logCapture()
+  const app = await buildTestApp(t, { env: { RATE_LIMIT_MAX: '3' }, logger: loggerOptions('info', logs.stream) })
+  for (let i = 0; i < 10; i++) {
+    t.equal((await app.inject({ url: '/health/live' })).statusCode, 200)
+    t.equal((await app.inject({ url: '/health/ready' })).statusCode, 200)
+  }
+  t.notMatch(logs.text(), /health/, 'no probe in the info log')
+  for (let i = 0; i < 3; i++) await app.inject({ url: '/api/auth/me' })
+  const limited = await app.inject({ url: '/api/auth/me' })
+  t.equal(limited.statusCode, 429, 'the global limit applies elsewhere')
+  t.equal(limited.json().code, 'RATE_LIMITED')
+  t.ok(Number(limited.headers['retry-after']) > 0)
+  t.match(logs.text(), /api\/auth\/me/, 'other requests are logged')
+})

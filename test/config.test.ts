@@ -1,0 +1,106 @@
+import t from 'tap'
+import { ConfigError, loadConfig } from '../src/config.ts'
+
+const SECRET = 'x'.repeat(32)
+
+t.test('defaults', async (t) => {
+  const c = loadConfig({})
+  t.equal(c.NODE_ENV, 'development')
+  t.equal(c.PORT, 3000)
+  t.equal(c.HOST, '127.0.0.1')
+  t.equal(c.DATA_DIR, './data')
+  t.equal(c.DATABASE_URL, undefined)
+  t.equal(c.ACCESS_TOKEN_EXPIRE_MINUTES, 15)
+  t.equal(c.REFRESH_TOKEN_EXPIRE_DAYS, 7)
+  t.equal(c.REFRESH_REUSE_GRACE_SECONDS, 10)
+  t.equal(c.SESSION_CHECK_TTL_SECONDS, 5)
+  t.equal(c.COOKIE_SECURE, true)
+  t.same(c.CORS_ORIGINS, [])
+  t.equal(c.TRUST_PROXY, false)
+  t.equal(c.HIBP_ENABLED, true)
+  t.equal(c.HIBP_TIMEOUT_MS, 2000)
+  t.equal(c.BODY_LIMIT_BYTES, 16384)
+  t.equal(c.ARGON2_MEMORY_COST, 19456)
+  t.equal(c.ARGON2_TIME_COST, 2)
+  t.equal(c.ARGON2_PARALLELISM, 1)
+  t.equal(c.RATE_LIMIT_LOGIN_MAX, 5)
+  t.equal(c.RATE_LIMIT_LOGIN_EMAIL_FAILURES, 10)
+  t.equal(c.RATE_LIMIT_LOGIN_EMAIL_WINDOW_MINUTES, 15)
+  t.equal(c.RATE_LIMIT_KNOWN_IP_DAYS, 30)
+})
+
+t.test('numbers, booleans and lists are parsed; empty means unset', async (t) => {
+  const c = loadConfig({
+    PORT: '8080', COOKIE_SECURE: 'false', HIBP_ENABLED: 'no', RATE_LIMIT_ENABLED: '0',
+    CORS_ORIGINS: ' https://a.example.com ,https://b.example.com:8443,, ', COOKIE_DOMAIN: '', JWT_SECRET: SECRET
+  })
+  t.equal(c.PORT, 8080)
+  t.equal(c.COOKIE_SECURE, false)
+  t.equal(c.HIBP_ENABLED, false)
+  t.equal(c.RATE_LIMIT_ENABLED, false)
+  t.same(c.CORS_ORIGINS, ['https://a.example.com', 'https://b.example.com:8443'])
+  t.equal(c.COOKIE_DOMAIN, undefined)
+  t.equal(loadConfig({ COOKIE_SECURE: 'TRUE' }).COOKIE_SECURE, true)
+  t.equal(loadConfig({ COOKIE_SECURE: 'yes' }).COOKIE_SECURE, true)
+})
+
+t.test('TRUST_PROXY takes true/false, a hop count, or addresses and CIDRs', async (t) => {
+  t.equal(loadConfig({ TRUST_PROXY: 'true' }).TRUST_PROXY, true)
+  t.equal(loadConfig({ TRUST_PROXY: 'false' }).TRUST_PROXY, false)
+  t.equal(loadConfig({ TRUST_PROXY: '2' }).TRUST_PROXY, 2)
+  t.same(loadConfig({ TRUST_PROXY: '10.0.0.0/8, 127.0.0.1,::1,fd00::/8,loopback' }).TRUST_PROXY,
+    ['10.0.0.0/8', '127.0.0.1', '::1', 'fd00::/8', 'loopback'])
+  for (const bad of ['10.0.0.0/33', 'proxy.example.com', '10.0.0.1/8/1', '::1/129']) {
+    t.throws(() => loadConfig({ TRUST_PROXY: bad }), /TRUST_PROXY/, bad)
+  }
+})
+
+t.test('invalid values stop start-up with one line naming the variable', async (t) => {
+  const cases: Array<[Record<string, string>, RegExp]> = [
+    [{ PORT: '70000' }, /^Invalid configuration: PORT must be <= 65535/],
+    [{ PORT: 'abc' }, /^Invalid configuration: PORT /],
+    [{ NODE_ENV: 'staging' }, /NODE_ENV/],
+    [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL/],
+    [{ COOKIE_SECURE: 'maybe' }, /COOKIE_SECURE/],
+    [{ ACCESS_TOKEN_EXPIRE_MINUTES: '0' }, /ACCESS_TOKEN_EXPIRE_MINUTES/],
+    [{ REFRESH_REUSE_GRACE_SECONDS: '-1' }, /REFRESH_REUSE_GRACE_SECONDS/],
+    [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL/],
+    [{ CORS_ORIGINS: 'https://ok.example.com,not a url' }, /CORS_ORIGINS/],
+    [{ HIBP_TIMEOUT_MS: '1.5' }, /HIBP_TIMEOUT_MS/],
+    [{ JWT_SECRET: 'short' }, /JWT_SECRET must be at least 32 bytes/],
+    [{ ADMIN_EMAIL: 'admin@example.com' }, /ADMIN_EMAIL and ADMIN_PASSWORD/],
+    [{ JWT_PRIVATE_KEY: '-----BEGIN PRIVATE KEY-----' }, /JWT_PRIVATE_KEY/]
+  ]
+  for (const [env, re] of cases) {
+    try {
+      loadConfig(env)
+      t.fail(`accepted ${JSON.stringify(env)}`)
+    } catch (err) {
+      t.ok(err instanceof ConfigError, 'ConfigError')
+      t.match((err as Error).message, re)
+      t.notMatch((err as Error).message, /\n/, 'one line')
+    }
+  }
+})
+
+t.test('secrets are never echoed in configuration errors', async (t) => {
+  const message = (env: Record<string, string>) => {
+    try { loadConfig(env) } catch (err) { return (err as Error).message }
+    return 'accepted'
+  }
+  const short = message({ JWT_SECRET: 'tiny-secret' })
+  t.match(short, /JWT_SECRET/)
+  t.notMatch(short, /tiny-secret/)
+  const long = message({ SMTP_PASSWORD: 'x'.repeat(5000) })
+  t.match(long, /SMTP_PASSWORD/)
+  t.notMatch(long, /xxxxx/)
+  const port = message({ PORT: '99999' })
+  t.match(port, /got "99999"/, 'non-secret values are shown')
+})
+
+t.test('production requires a JWT_SECRET of at least 32 bytes', async (t) => {
+  t.throws(() => loadConfig({ NODE_ENV: 'production' }), /JWT_SECRET is required in production/)
+  t.throws(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(31) }), /JWT_SECRET must be at least 32 bytes/)
+  t.equal(loadConfig({ NODE_ENV: 'production', JWT_SECRET: SECRET }).JWT_SECRET, SECRET)
+  t.equal(loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'é'.repeat(16) }).JWT_SECRET?.length, 16, 'bytes, not characters')
+})

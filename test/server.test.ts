@@ -1,0 +1,82 @@
+/**
+ * The entry point as a newcomer runs it: a real process on the embedded database.
+ */
+import { spawn } from 'node:child_process'
+import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { PASSWORD } from './helper.ts'
+
+const ENTRY = new URL('../src/server.ts', import.meta.url).pathname
+
+interface Run { code: number | null, stdout: string, stderr: string }
+
+function start (env: Record<string, string>) {
+  const child = spawn(process.execPath, ['--import', 'tsx', ENTRY], {
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d) => { stdout += d })
+  child.stderr.on('data', (d) => { stderr += d })
+  const exited = new Promise<Run>((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr })))
+  const listening = new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no listen line:\n${stdout}\n${stderr}`)), 60_000)
+    child.stdout.on('data', () => {
+      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(stdout)
+      if (m?.[1] !== undefined) { clearTimeout(timer); resolve(m[1]) }
+    })
+    void exited.then(() => { clearTimeout(timer); reject(new Error(`exited early:\n${stdout}\n${stderr}`)) })
+  })
+  listening.catch(() => {}) // awaited only by the tests that expect a server
+  return { child, exited, listening }
+}
+
+t.test('production without JWT_SECRET stops with one line naming it', async (t) => {
+  const envs: Array<Record<string, string>> = [{ NODE_ENV: 'production' }, { NODE_ENV: 'production', JWT_SECRET: 'too-short' }]
+  for (const env of envs) {
+    const run = await start(env).exited
+    t.equal(run.code, 1)
+    const lines = run.stderr.trim().split('\n')
+    t.equal(lines.length, 1, 'one line')
+    t.match(lines[0], /^Invalid configuration: JWT_SECRET/)
+    t.notMatch(run.stderr, /too-short/)
+  }
+  const bad = await start({ PORT: 'eighty' }).exited
+  t.equal(bad.code, 1)
+  t.match(bad.stderr.trim(), /^Invalid configuration: PORT [^\n]*$/)
+})
+
+t.test('development: embedded database under DATA_DIR, generated secret kept across restarts, graceful stop', async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-server-'))
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }))
+  const env = { DATA_DIR: dataDir, PORT: '0', ARGON2_MEMORY_COST: '8192', ARGON2_TIME_COST: '1' }
+
+  const first = start(env)
+  const base = await first.listening
+  t.equal((await fetch(`${base}/health/ready`)).status, 200)
+  const signup = await fetch(`${base}/api/auth/signup`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'first@example.com', password: PASSWORD })
+  })
+  t.equal(signup.status, 201)
+  const { accessToken } = await signup.json() as { accessToken: string }
+  first.child.kill('SIGTERM')
+  const run1 = await first.exited
+  t.equal(run1.code, 0, 'SIGTERM exits cleanly')
+  t.match(run1.stdout, /JWT_SECRET is not set: using a development secret generated/)
+  t.match(run1.stdout, /shutting down/)
+  t.equal(statSync(join(dataDir, 'jwt-secret')).mode & 0o777, 0o600, 'secret file is private')
+  t.notOk(run1.stdout.includes(accessToken), 'token not logged')
+
+  const second = start(env)
+  const base2 = await second.listening
+  const me = await fetch(`${base2}/api/auth/me`, { headers: { authorization: `Bearer ${accessToken}` } })
+  t.equal(me.status, 200, 'same secret and same data after a restart')
+  t.equal(((await me.json()) as { email: string }).email, 'first@example.com')
+  second.child.kill('SIGINT')
+  const run2 = await second.exited
+  t.equal(run2.code, 0)
+  t.match(run2.stdout, /development secret loaded/)
+})
