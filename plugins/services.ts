@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { createServices, type Services } from '../src/services/index.ts'
+import type { Mailer } from '../src/services/mailer.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -12,6 +13,8 @@ declare module 'fastify' {
 
 export interface ServicesPluginOptions {
   now?: () => Date
+  /** Replaces the mailer chosen from SMTP_* (tests). */
+  mailer?: Mailer
 }
 
 /** Adapts the domain services (src/services, which know nothing of Fastify) onto the instance. */
@@ -22,8 +25,13 @@ async function services (fastify: FastifyInstance, opts: ServicesPluginOptions) 
     db: fastify.db,
     config: fastify.config,
     now,
-    signAccessToken: fastify.signAccessToken
+    signAccessToken: fastify.signAccessToken,
+    mailer: opts.mailer,
+    onMailError: (err, id) => fastify.log.warn({ err, emailId: id }, 'email delivery failed')
   }))
+  if (fastify.config.SMTP_HOST === undefined && fastify.config.NODE_ENV === 'production' && opts.mailer === undefined) {
+    fastify.log.warn('SMTP_HOST is not set: emails are printed to stdout instead of being sent')
+  }
 }
 
 export default fp(services, { name: 'services', fastify: '5.x', dependencies: ['db', 'jwt'] })

@@ -10,11 +10,13 @@ import errorsPlugin from '../plugins/errors.ts'
 import jwtPlugin from '../plugins/jwt.ts'
 import rateLimitPlugin from '../plugins/rate-limit.ts'
 import securityPlugin from '../plugins/security.ts'
+import outboxPlugin from '../plugins/outbox.ts'
 import servicesPlugin from '../plugins/services.ts'
 import swaggerPlugin from '../plugins/swagger.ts'
 import routes from '../routes/index.ts'
 import type { Config } from './config.ts'
 import type { DbHandle } from './db/client.ts'
+import type { Mailer } from './services/mailer.ts'
 import { loggerOptions } from './logger.ts'
 import { ErrorSchema } from './schemas/common.ts'
 import { UserSchema } from './schemas/auth.ts'
@@ -36,6 +38,8 @@ export interface BuildAppOptions {
   db?: DbHandle
   /** The clock (tests inject one to move time). */
   now?: () => Date
+  /** Replaces the mailer chosen from SMTP_* (tests). */
+  mailer?: Mailer
 }
 
 // ajv-formats is CommonJS with a default export.
@@ -109,7 +113,8 @@ export async function buildApp (opts: BuildAppOptions) {
   await app.register(cookie)
   await app.register(dbPlugin, { handle: opts.db })
   await app.register(jwtPlugin)
-  await app.register(servicesPlugin, { now: opts.now })
+  await app.register(servicesPlugin, { now: opts.now, mailer: opts.mailer })
+  await app.register(outboxPlugin)
   await app.register(authPlugin)
   await app.register(routes)
   return app

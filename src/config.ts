@@ -43,6 +43,11 @@ export const ConfigSchema = Type.Object({
   SMTP_USER: OptStr(),
   SMTP_PASSWORD: OptStr(),
   SMTP_FROM: Type.String({ default: 'Gatehouse <no-reply@localhost>', minLength: 3 }),
+  SMTP_SECURE: Bool(false),
+  OUTBOX_POLL_INTERVAL_MS: Int(1000, 0, 3_600_000),
+  OUTBOX_MAX_ATTEMPTS: Int(8, 1, 100),
+  OUTBOX_BACKOFF_BASE_SECONDS: Int(30, 1, 86400),
+  OUTBOX_LEASE_SECONDS: Int(120, 5, 86400),
 
   ADMIN_EMAIL: OptStr({ maxLength: 254 }),
   ADMIN_PASSWORD: OptStr({ maxLength: 128 }),

@@ -30,6 +30,7 @@ export function testConfig (env: Record<string, string> = {}): Config {
     RATE_LIMIT_LOGIN_MAX: '10000',
     RATE_LIMIT_SIGNUP_MAX: '10000',
     HIBP_ENABLED: 'false',
+    OUTBOX_POLL_INTERVAL_MS: '0',
     ...env
   })
 }

@@ -1,14 +1,25 @@
-import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { CredentialsSchema, TokenResponseSchema } from '../../src/schemas/auth.ts'
-import { errors } from '../../src/schemas/common.ts'
-import { Type } from '@fastify/type-provider-typebox'
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyReply } from 'fastify'
 import { routeRateLimit } from '../../plugins/rate-limit.ts'
+import { AppError } from '../../src/errors.ts'
+import { CredentialsSchema, SessionListSchema, SessionParamsSchema, TokenResponseSchema } from '../../src/schemas/auth.ts'
+import { errors, MessageSchema } from '../../src/schemas/common.ts'
+import type { AuthResult } from '../../src/services/accounts.ts'
 import { normaliseEmailField, requestContext } from '../context.ts'
+import { assertAllowedOrigin, clearRefreshCookie, refreshCookie, setRefreshCookie } from './cookies.ts'
 
-/** Account routes under /api/auth. Thin: validate, call the service, shape the reply. */
+/** Account and session routes under /api/auth. Thin: validate, call the service, shape the reply. */
 const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   const { accounts, audit } = fastify.services
   const c = fastify.config
+  const bearer = [{ bearerAuth: [] }]
+  const cookie = [{ refreshCookie: [] }]
+
+  /** The token response body, with the refresh token set as the cookie (never in the body). */
+  function respond (reply: FastifyReply, result: AuthResult) {
+    setRefreshCookie(reply, c, result.refresh, fastify.now())
+    return result.body
+  }
 
   fastify.post('/signup', {
     preValidation: normaliseEmailField,
@@ -21,7 +32,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request, reply) => {
     const result = await accounts.signup(request.body, requestContext(request))
-    return reply.code(201).send(result)
+    return reply.code(201).send(respond(reply, result))
   })
 
   const loginLimit = routeRateLimit(c.RATE_LIMIT_ENABLED, c.RATE_LIMIT_LOGIN_MAX, c.RATE_LIMIT_LOGIN_WINDOW_SECONDS)
@@ -53,7 +64,109 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       body: CredentialsSchema,
       response: { 200: TokenResponseSchema, ...errors(400, 401, 403, 413, 415, 429) }
     }
-  }, async (request) => accounts.login(request.body, requestContext(request)))
+  }, async (request, reply) => respond(reply, await accounts.login(request.body, requestContext(request))))
+
+  fastify.post('/refresh', {
+    schema: {
+      tags: ['sessions'],
+      summary: 'Rotate the refresh cookie and get a new access token',
+      description: 'Idempotent for REFRESH_REUSE_GRACE_SECONDS: racing requests with one cookie all get the same successor.',
+      security: cookie,
+      response: { 200: TokenResponseSchema, ...errors(401, 403, 429) }
+    }
+  }, async (request, reply) => {
+    assertAllowedOrigin(request, c)
+    const token = refreshCookie(request)
+    if (token === undefined) throw new AppError('REFRESH_TOKEN_INVALID', 'Refresh cookie missing')
+    try {
+      return respond(reply, await accounts.refresh(token, requestContext(request)))
+    } catch (err) {
+      // A dead cookie is useless to the browser: drop it with the 401.
+      if (err instanceof AppError && err.statusCode === 401) clearRefreshCookie(reply, c)
+      throw err
+    }
+  })
+
+  fastify.post('/logout', {
+    config: { allowWhilePasswordMustChange: true },
+    schema: {
+      tags: ['sessions'],
+      summary: 'End this session (Bearer token or refresh cookie)',
+      security: [...bearer, ...cookie],
+      response: { 200: MessageSchema, ...errors(401, 403) }
+    }
+  }, async (request, reply) => {
+    // A browser sends both: its Bearer token and, on /api/auth paths, the refresh cookie. Either
+    // one is enough to log out, so an expired access token does not keep the session alive.
+    const ctx = requestContext(request)
+    const token = refreshCookie(request)
+    let loggedOut: string | undefined
+    let bearerError: unknown
+    if (request.headers.authorization !== undefined) {
+      try {
+        await fastify.authenticate(request)
+        await accounts.logout(request.user.sub, request.user.sid, ctx)
+        loggedOut = request.user.sid
+      } catch (err) {
+        if (token === undefined) throw err
+        bearerError = err
+      }
+    }
+    if (token !== undefined) {
+      assertAllowedOrigin(request, c)
+      clearRefreshCookie(reply, c)
+      const session = await fastify.services.sessions.findByToken(token)
+      if (session !== undefined && session.id !== loggedOut) {
+        if (session.revokedAt === null) await accounts.logout(session.userId, session.id, ctx)
+        loggedOut = session.id
+      }
+    } else {
+      clearRefreshCookie(reply, c)
+    }
+    if (loggedOut === undefined) {
+      throw bearerError ?? new AppError(token === undefined ? 'AUTH_REQUIRED' : 'REFRESH_TOKEN_INVALID')
+    }
+    return { message: 'Logged out' }
+  })
+
+  fastify.post('/logout-all', {
+    preParsing: fastify.authenticate,
+    config: { allowWhilePasswordMustChange: true },
+    schema: {
+      tags: ['sessions'],
+      summary: 'End every session of the user, this one included',
+      security: bearer,
+      response: { 200: Type.Object({ message: Type.String(), revoked: Type.Integer() }), ...errors(401) }
+    }
+  }, async (request, reply) => {
+    const revoked = await accounts.logoutAll(request.user.sub, requestContext(request))
+    clearRefreshCookie(reply, c)
+    return { message: 'Logged out of every session', revoked }
+  })
+
+  fastify.get('/sessions', {
+    preParsing: fastify.authenticate,
+    schema: {
+      tags: ['sessions'],
+      summary: 'The user\'s active sessions',
+      security: bearer,
+      response: { 200: SessionListSchema, ...errors(401, 403) }
+    }
+  }, async (request) => ({ items: await fastify.services.sessions.list(request.user.sub, request.user.sid) }))
+
+  fastify.delete('/sessions/:id', {
+    preParsing: fastify.authenticate,
+    schema: {
+      tags: ['sessions'],
+      summary: 'End one of the user\'s sessions',
+      security: bearer,
+      params: SessionParamsSchema,
+      response: { 204: Type.Null(), ...errors(400, 401, 403, 404) }
+    }
+  }, async (request, reply) => {
+    await accounts.revokeSession(request.user.sub, request.params.id, requestContext(request))
+    return reply.code(204).send(null)
+  })
 
   fastify.get('/me', {
     preParsing: fastify.authenticate,
@@ -61,7 +174,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: {
       tags: ['auth'],
       summary: 'The current user',
-      security: [{ bearerAuth: [] }],
+      security: bearer,
       response: { 200: Type.Ref('User'), ...errors(401) }
     }
   }, async (request) => accounts.getUser(request.user.sub))

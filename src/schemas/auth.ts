@@ -25,3 +25,16 @@ export const TokenResponseSchema = Type.Object({
   tokenType: Type.Literal('Bearer'),
   expiresIn: Type.Integer({ description: 'seconds' })
 })
+
+export const SessionListSchema = Type.Object({
+  items: Type.Array(Type.Object({
+    id: UuidSchema,
+    createdAt: DateTimeSchema,
+    lastUsedAt: DateTimeSchema,
+    ipAddress: Type.Union([Type.String(), Type.Null()]),
+    userAgent: Type.Union([Type.String(), Type.Null()]),
+    current: Type.Boolean()
+  }))
+})
+
+export const SessionParamsSchema = Type.Object({ id: UuidSchema })

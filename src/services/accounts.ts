@@ -4,7 +4,7 @@ import type { Db } from '../db/client.ts'
 import { AppError } from '../errors.ts'
 import type { AuditLog, RequestContext } from './audit.ts'
 import { assertPasswordPolicy, type PasswordHasher } from './passwords.ts'
-import type { Amr, SessionService } from './sessions.ts'
+import type { Amr, IssuedRefreshToken, SessionService } from './sessions.ts'
 
 /** The contract's User object. */
 export interface PublicUser {
@@ -48,6 +48,12 @@ export interface TokenResponse {
   expiresIn: number
 }
 
+/** What signup, login and refresh produce: the JSON body and the refresh cookie's value. */
+export interface AuthResult {
+  body: TokenResponse
+  refresh: IssuedRefreshToken
+}
+
 export interface LoginThrottle {
   /** Failures for one email within the window that lock it (for unknown IPs). */
   maxFailures: number
@@ -68,12 +74,15 @@ export function createAccountService (deps: {
 }) {
   const { db, now, passwords, audit } = deps
 
-  function tokenResponse (user: UserRow, sessionId: string, amr: Amr[]): TokenResponse {
+  function authResult (user: UserRow, sessionId: string, amr: Amr[], refresh: IssuedRefreshToken): AuthResult {
     return {
-      user: toPublicUser(user),
-      accessToken: deps.signAccessToken({ sub: user.id, sid: sessionId, role: user.role, amr }),
-      tokenType: 'Bearer',
-      expiresIn: deps.accessTokenSeconds
+      body: {
+        user: toPublicUser(user),
+        accessToken: deps.signAccessToken({ sub: user.id, sid: sessionId, role: user.role, amr }),
+        tokenType: 'Bearer',
+        expiresIn: deps.accessTokenSeconds
+      },
+      refresh
     }
   }
 
@@ -114,9 +123,7 @@ export function createAccountService (deps: {
   }
 
   return {
-    tokenResponse,
-
-    async signup (input: { email: string, password: string }, ctx: RequestContext): Promise<TokenResponse> {
+    async signup (input: { email: string, password: string }, ctx: RequestContext): Promise<AuthResult> {
       const email = normaliseEmail(input.email)
       assertPasswordPolicy(input.password)
       const passwordHash = await passwords.hash(input.password)
@@ -127,13 +134,13 @@ export function createAccountService (deps: {
           email, passwordHash, passwordChangedAt: t, createdAt: t, updatedAt: t, lastLoginAt: t
         }).onConflictDoNothing({ target: users.email }).returning()
         if (user === undefined) throw new AppError('EMAIL_TAKEN')
-        const session = await deps.sessions.create(user.id, ctx, ['pwd'], tx)
+        const { session, refresh } = await deps.sessions.create(user.id, ctx, ['pwd'], tx)
         await audit.record({ type: 'signup', ctx, userId: user.id, email, success: true }, tx)
-        return tokenResponse(user, session.id, ['pwd'])
+        return authResult(user, session.id, ['pwd'], refresh)
       })
     },
 
-    async login (input: { email: string, password: string }, ctx: RequestContext): Promise<TokenResponse> {
+    async login (input: { email: string, password: string }, ctx: RequestContext): Promise<AuthResult> {
       const email = normaliseEmail(input.email)
       const retryAfter = await lockedFor(email, ctx.ip)
       if (retryAfter > 0) {
@@ -165,9 +172,44 @@ export function createAccountService (deps: {
           .set({ lastLoginAt: t, ...(rehash === undefined ? {} : { passwordHash: rehash }) })
           .where(eq(users.id, user.id))
           .returning()
-        const session = await deps.sessions.create(user.id, ctx, ['pwd'], tx)
+        const { session, refresh } = await deps.sessions.create(user.id, ctx, ['pwd'], tx)
         await audit.record({ type: 'login_success', ctx, userId: user.id, email, success: true }, tx)
-        return tokenResponse(updated ?? user, session.id, ['pwd'])
+        return authResult(updated ?? user, session.id, ['pwd'], refresh)
+      })
+    },
+
+    /** Rotates the refresh token (see sessions.rotate) and issues a fresh access token. */
+    async refresh (token: string, ctx: RequestContext): Promise<AuthResult> {
+      const { session, user, refresh } = await deps.sessions.rotate(token, ctx)
+      return authResult(user, session.id, session.amr as Amr[], refresh)
+    },
+
+    /** Ends one session (this device). */
+    async logout (userId: string, sessionId: string, ctx: RequestContext): Promise<void> {
+      const [user] = await db.select({ email: users.email }).from(users).where(eq(users.id, userId))
+      await db.transaction(async (tx) => {
+        await deps.sessions.revoke(userId, sessionId, 'logout', tx)
+        await audit.record({ type: 'logout', ctx, userId, email: user?.email ?? null, success: true, metadata: { sessionId } }, tx)
+      })
+    },
+
+    /** Ends every session of the user, this one included; returns how many were live. */
+    async logoutAll (userId: string, ctx: RequestContext): Promise<number> {
+      const [user] = await db.select({ email: users.email }).from(users).where(eq(users.id, userId))
+      return db.transaction(async (tx) => {
+        const revoked = await deps.sessions.revokeAll(userId, 'logout_all', tx)
+        await audit.record({ type: 'logout_all', ctx, userId, email: user?.email ?? null, success: true, metadata: { revoked } }, tx)
+        return revoked
+      })
+    },
+
+    /** DELETE /sessions/:id: only the caller's own live sessions; anything else is a 404. */
+    async revokeSession (userId: string, sessionId: string, ctx: RequestContext): Promise<void> {
+      const [user] = await db.select({ email: users.email }).from(users).where(eq(users.id, userId))
+      await db.transaction(async (tx) => {
+        const live = await deps.sessions.revoke(userId, sessionId, 'revoked_by_user', tx)
+        if (!live) throw new AppError('NOT_FOUND', 'Session not found')
+        await audit.record({ type: 'logout', ctx, userId, email: user?.email ?? null, success: true, metadata: { sessionId, via: 'sessions_api' } }, tx)
       })
     },
 

@@ -2,6 +2,8 @@ import type { Config } from '../config.ts'
 import type { Db } from '../db/client.ts'
 import { type AccessClaims, createAccountService } from './accounts.ts'
 import { createAuditLog } from './audit.ts'
+import { createSmtpMailer, createStdoutMailer, type Mailer } from './mailer.ts'
+import { createOutbox } from './outbox.ts'
 import { createPasswordHasher } from './passwords.ts'
 import { createSessionService } from './sessions.ts'
 import { createTaskService } from './tasks.ts'
@@ -12,10 +14,26 @@ export interface ServiceDeps {
   /** The clock; tests inject one to move time instead of sleeping. */
   now: () => Date
   signAccessToken: (claims: AccessClaims) => string
+  /** Overrides the mailer chosen from SMTP_* (tests). */
+  mailer?: Mailer
+  onMailError?: (err: unknown, id: string) => void
+}
+
+/** SMTP when SMTP_HOST is set, otherwise emails are printed to stdout (development). */
+export function mailerFromConfig (config: Config): Mailer {
+  if (config.SMTP_HOST === undefined) return createStdoutMailer()
+  return createSmtpMailer({
+    host: config.SMTP_HOST,
+    port: config.SMTP_PORT,
+    secure: config.SMTP_SECURE,
+    user: config.SMTP_USER,
+    password: config.SMTP_PASSWORD,
+    from: config.SMTP_FROM
+  })
 }
 
 /** Wires the domain services together. Nothing here knows about HTTP. */
-export function createServices ({ db, config, now, signAccessToken }: ServiceDeps) {
+export function createServices ({ db, config, now, signAccessToken, mailer, onMailError }: ServiceDeps) {
   const passwords = createPasswordHasher({
     memoryCost: config.ARGON2_MEMORY_COST,
     timeCost: config.ARGON2_TIME_COST,
@@ -23,8 +41,27 @@ export function createServices ({ db, config, now, signAccessToken }: ServiceDep
     maxConcurrency: config.ARGON2_MAX_CONCURRENCY
   })
   const audit = createAuditLog({ db, now })
+  const outbox = createOutbox({
+    db,
+    now,
+    mailer: mailer ?? mailerFromConfig(config),
+    onError: onMailError,
+    settings: {
+      maxAttempts: config.OUTBOX_MAX_ATTEMPTS,
+      backoffBaseSeconds: config.OUTBOX_BACKOFF_BASE_SECONDS,
+      leaseSeconds: config.OUTBOX_LEASE_SECONDS
+    }
+  })
+  if (config.JWT_SECRET === undefined) throw new Error('JWT_SECRET must be resolved before the services are built')
   const sessions = createSessionService({
-    db, now, refreshDays: config.REFRESH_TOKEN_EXPIRE_DAYS, checkTtlSeconds: config.SESSION_CHECK_TTL_SECONDS
+    db,
+    now,
+    audit,
+    outbox,
+    secret: config.JWT_SECRET,
+    refreshDays: config.REFRESH_TOKEN_EXPIRE_DAYS,
+    graceSeconds: config.REFRESH_REUSE_GRACE_SECONDS,
+    checkTtlSeconds: config.SESSION_CHECK_TTL_SECONDS
   })
   const accounts = createAccountService({
     db,
@@ -41,6 +78,6 @@ export function createServices ({ db, config, now, signAccessToken }: ServiceDep
     }
   })
   const tasks = createTaskService({ db, now })
-  return { passwords, audit, sessions, accounts, tasks }
+  return { passwords, audit, outbox, sessions, accounts, tasks }
 }
 export type Services = ReturnType<typeof createServices>

@@ -1,7 +1,10 @@
-import { eq } from 'drizzle-orm'
-import { sessions, users } from '../db/schema.ts'
-import type { Queryable } from '../db/client.ts'
-import type { RequestContext } from './audit.ts'
+import { createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto'
+import { and, desc, eq, gt, isNull } from 'drizzle-orm'
+import type { Db, Queryable } from '../db/client.ts'
+import { refreshTokens, sessions, users, type SessionRow, type UserRow } from '../db/schema.ts'
+import { AppError } from '../errors.ts'
+import type { AuditLog, RequestContext } from './audit.ts'
+import type { Outbox } from './outbox.ts'
 
 export type Amr = 'pwd' | 'otp'
 
@@ -12,42 +15,246 @@ export interface SessionState {
   passwordMustChange: boolean
 }
 
+/** A refresh token as handed to the client, and when it stops working. */
+export interface IssuedRefreshToken {
+  token: string
+  expiresAt: Date
+}
+
+export interface PublicSession {
+  id: string
+  createdAt: string
+  lastUsedAt: string
+  ipAddress: string | null
+  userAgent: string | null
+  current: boolean
+}
+
+/** 256 bits, base64url without padding. */
+const TOKEN_FORMAT = /^[A-Za-z0-9_-]{43}$/
+const hashToken = (token: string) => createHash('sha256').update(token).digest('hex')
+
 /**
- * Sessions: one per login. `state(sid)` is what `authenticate` asks on every request; its answer
- * is cached per instance for `checkTtlSeconds`, so a logout reaches every instance within that
- * time without a database round-trip on every request.
+ * Sessions and their refresh-token families (RFC 9700 §4.14).
+ *
+ * One login = one session = one family. Every refresh rotates the token. The successor is
+ * derived from its parent with a keyed hash (HMAC), so when a client presents the parent again
+ * within the grace window (racing tabs, a retried request) it receives the very same successor
+ * without the service ever storing a token in the clear: no second branch can exist. A rotated
+ * token presented later is reuse: every session of the user is revoked and the user is alerted.
+ *
+ * `state(sid)` answers `authenticate` on every request; it is cached per instance for
+ * `checkTtlSeconds`, so a logout reaches every instance within that time without a database
+ * round-trip on every request.
  */
 export function createSessionService (deps: {
-  db: Queryable
+  db: Db
   now: () => Date
+  audit: AuditLog
+  outbox: Outbox
+  /** Secret the successor derivation key is derived from (JWT_SECRET). */
+  secret: string
   refreshDays: number
+  graceSeconds: number
   checkTtlSeconds: number
 }) {
+  const { db, now, audit } = deps
+  const successorKey = Buffer.from(hkdfSync('sha256', deps.secret, 'gatehouse', 'refresh-token successor v1', 32))
+  const successorOf = (token: string) => createHmac('sha256', successorKey).update(token).digest('base64url')
+  const lifetimeMs = deps.refreshDays * 86_400_000
   const cache = new Map<string, { state: SessionState, until: number }>()
   const MAX_CACHE = 100_000
 
-  return {
-    async create (userId: string, ctx: RequestContext, amr: Amr[], tx: Queryable = deps.db) {
-      const now = deps.now()
-      const [row] = await tx.insert(sessions).values({
+  async function insertToken (tx: Queryable, session: SessionRow, token: string, parentId: string | null, ctx: RequestContext, t: Date) {
+    const expiresAt = new Date(t.getTime() + lifetimeMs)
+    await tx.insert(refreshTokens).values({
+      sessionId: session.id,
+      userId: session.userId,
+      tokenHash: hashToken(token),
+      parentId,
+      createdAt: t,
+      expiresAt,
+      ipAddress: ctx.ip
+    })
+    return expiresAt
+  }
+
+  /** Revokes sessions (and their tokens) matching `where`; returns the revoked session ids. */
+  async function revokeWhere (tx: Queryable, userId: string, reason: string, sessionId?: string): Promise<string[]> {
+    const t = now()
+    const cond = sessionId === undefined
+      ? and(eq(sessions.userId, userId), isNull(sessions.revokedAt))
+      : and(eq(sessions.userId, userId), eq(sessions.id, sessionId), isNull(sessions.revokedAt))
+    const revoked = await tx.update(sessions).set({ revokedAt: t, revokedReason: reason }).where(cond).returning({ id: sessions.id })
+    const tokenCond = sessionId === undefined
+      ? and(eq(refreshTokens.userId, userId), isNull(refreshTokens.revokedAt))
+      : and(eq(refreshTokens.sessionId, sessionId), isNull(refreshTokens.revokedAt))
+    await tx.update(refreshTokens).set({ revokedAt: t }).where(tokenCond)
+    return revoked.map((r) => r.id)
+  }
+
+  /**
+   * Every writer of a user's sessions locks the user row first, so a revocation and a
+   * rotation (whose reuse path revokes every session) can never deadlock on session rows.
+   */
+  async function lockedRevoke (tx: Queryable | undefined, userId: string, reason: string, sessionId?: string) {
+    const run = async (q: Queryable) => {
+      await q.select({ id: users.id }).from(users).where(eq(users.id, userId)).for('no key update')
+      return revokeWhere(q, userId, reason, sessionId)
+    }
+    return tx === undefined ? db.transaction(run) : run(tx)
+  }
+
+  function forget (ids: string[]): void {
+    for (const id of ids) cache.delete(id)
+  }
+
+  type RotateOutcome =
+    | { kind: 'ok', session: SessionRow, user: UserRow, refresh: IssuedRefreshToken }
+    | { kind: 'invalid' }
+    | { kind: 'reused', revoked: string[] }
+
+  const service = {
+    /** Starts a session (a login) and its first refresh token, in the caller's transaction. */
+    async create (userId: string, ctx: RequestContext, amr: Amr[], tx: Queryable) {
+      const t = now()
+      const [session] = await tx.insert(sessions).values({
         userId,
         amr,
         ipAddress: ctx.ip,
         userAgent: ctx.userAgent?.slice(0, 512) ?? null,
-        createdAt: now,
-        lastUsedAt: now,
-        expiresAt: new Date(now.getTime() + deps.refreshDays * 86_400_000)
+        createdAt: t,
+        lastUsedAt: t,
+        expiresAt: new Date(t.getTime() + lifetimeMs)
       }).returning()
-      if (row === undefined) throw new Error('session insert returned no row')
-      return row
+      if (session === undefined) throw new Error('session insert returned no row')
+      const token = randomBytes(32).toString('base64url')
+      const expiresAt = await insertToken(tx, session, token, null, ctx, t)
+      return { session, refresh: { token, expiresAt } }
+    },
+
+    /**
+     * Exchanges a refresh token for its successor. Serialised per user and session with row
+     * locks (user → session → token, the order every writer uses), so parallel refreshes with
+     * one token all see the first rotation and get its successor.
+     */
+    async rotate (token: string, ctx: RequestContext) {
+      if (!TOKEN_FORMAT.test(token)) throw new AppError('REFRESH_TOKEN_INVALID')
+      const hash = hashToken(token)
+      const [found] = await db.select({ userId: refreshTokens.userId, sessionId: refreshTokens.sessionId })
+        .from(refreshTokens).where(eq(refreshTokens.tokenHash, hash))
+      if (found === undefined) throw new AppError('REFRESH_TOKEN_INVALID')
+
+      const outcome = await db.transaction(async (tx): Promise<RotateOutcome> => {
+        const t = now()
+        const [user] = await tx.select().from(users).where(eq(users.id, found.userId)).for('no key update')
+        const [session] = await tx.select().from(sessions).where(eq(sessions.id, found.sessionId)).for('update')
+        const [row] = await tx.select().from(refreshTokens).where(eq(refreshTokens.tokenHash, hash)).for('update')
+        if (user === undefined || session === undefined || row === undefined) return { kind: 'invalid' }
+        if (!user.isActive || session.revokedAt !== null || session.expiresAt <= t || row.revokedAt !== null || row.expiresAt <= t) {
+          return { kind: 'invalid' }
+        }
+
+        const successor = successorOf(token)
+        if (row.rotatedAt === null) {
+          const expiresAt = await insertToken(tx, session, successor, row.id, ctx, t)
+          await tx.update(refreshTokens).set({ rotatedAt: t }).where(eq(refreshTokens.id, row.id))
+          const [updated] = await tx.update(sessions).set({ lastUsedAt: t, expiresAt }).where(eq(sessions.id, session.id)).returning()
+          await audit.record({ type: 'refresh', ctx, userId: user.id, email: user.email, success: true, metadata: { sessionId: session.id } }, tx)
+          return { kind: 'ok', session: updated ?? session, user, refresh: { token: successor, expiresAt } }
+        }
+
+        // Already rotated. Within the grace window, and while its successor is still the live
+        // token, this is a racing tab or a retry: hand out the same successor again.
+        const [child] = await tx.select().from(refreshTokens).where(eq(refreshTokens.parentId, row.id))
+        const inGrace = deps.graceSeconds > 0 && t.getTime() - row.rotatedAt.getTime() <= deps.graceSeconds * 1000
+        if (inGrace && child !== undefined && child.rotatedAt === null && child.revokedAt === null &&
+          child.expiresAt > t && child.tokenHash === hashToken(successor)) {
+          await tx.update(sessions).set({ lastUsedAt: t }).where(eq(sessions.id, session.id))
+          await audit.record({
+            type: 'refresh', ctx, userId: user.id, email: user.email, success: true, metadata: { sessionId: session.id, replayedWithinGrace: true }
+          }, tx)
+          return { kind: 'ok', session, user, refresh: { token: successor, expiresAt: child.expiresAt } }
+        }
+
+        // Reuse of a rotated token: someone holds a copy. Revoke every session of the user.
+        const revoked = await revokeWhere(tx, user.id, 'refresh_token_reused')
+        const firstUseIp = child?.ipAddress ?? null
+        await audit.record({
+          type: 'refresh_token_reused', ctx, userId: user.id, email: user.email, success: false,
+          failureReason: 'rotated_token_presented',
+          metadata: { sessionId: session.id, reuseIp: ctx.ip, rotatedByIp: firstUseIp, rotatedAt: row.rotatedAt.toISOString(), revokedSessions: revoked.length }
+        }, tx)
+        await deps.outbox.enqueue(tx, 'refresh_token_reused', {
+          to: user.email,
+          subject: 'Security alert: your Gatehouse sessions were signed out',
+          text: [
+            'Someone presented a sign-in token of your account that had already been used.',
+            'This can mean a copy of it was stolen, so every session of your account has been signed out.',
+            '',
+            `When: ${t.toISOString()}`,
+            `Token last renewed from IP: ${firstUseIp ?? 'unknown'}`,
+            `Old token presented from IP: ${ctx.ip}`,
+            `Browser: ${ctx.userAgent ?? 'unknown'}`,
+            '',
+            'Sign in again. If you do not recognise this activity, change your password.'
+          ].join('\n')
+        })
+        return { kind: 'reused', revoked }
+      })
+
+      if (outcome.kind === 'invalid') throw new AppError('REFRESH_TOKEN_INVALID')
+      if (outcome.kind === 'reused') {
+        forget(outcome.revoked)
+        throw new AppError('REFRESH_TOKEN_REUSED', 'Refresh token reuse detected: all sessions have been revoked')
+      }
+      return outcome
+    },
+
+    /** The session a refresh token belongs to (any state), for logout by cookie. */
+    async findByToken (token: string): Promise<SessionRow | undefined> {
+      if (!TOKEN_FORMAT.test(token)) return undefined
+      const [row] = await db.select({ session: sessions }).from(refreshTokens)
+        .innerJoin(sessions, eq(sessions.id, refreshTokens.sessionId))
+        .where(eq(refreshTokens.tokenHash, hashToken(token)))
+      return row?.session
+    },
+
+    /** Revokes one session of the user; returns whether it was live. */
+    async revoke (userId: string, sessionId: string, reason: string, tx?: Queryable): Promise<boolean> {
+      const revoked = await lockedRevoke(tx, userId, reason, sessionId)
+      forget([sessionId])
+      return revoked.length > 0
+    },
+
+    /** Revokes every session of the user; returns how many were live. */
+    async revokeAll (userId: string, reason: string, tx?: Queryable): Promise<number> {
+      const revoked = await lockedRevoke(tx, userId, reason)
+      forget(revoked)
+      return revoked.length
+    },
+
+    /** The user's live sessions, most recently used first. */
+    async list (userId: string, currentSessionId: string): Promise<PublicSession[]> {
+      const rows = await db.select().from(sessions)
+        .where(and(eq(sessions.userId, userId), isNull(sessions.revokedAt), gt(sessions.expiresAt, now())))
+        .orderBy(desc(sessions.lastUsedAt), desc(sessions.createdAt))
+      return rows.map((s) => ({
+        id: s.id,
+        createdAt: s.createdAt.toISOString(),
+        lastUsedAt: s.lastUsedAt.toISOString(),
+        ipAddress: s.ipAddress,
+        userAgent: s.userAgent,
+        current: s.id === currentSessionId
+      }))
     },
 
     async state (sessionId: string): Promise<SessionState> {
-      const nowMs = deps.now().getTime()
+      const nowMs = now().getTime()
       const hit = cache.get(sessionId)
       if (hit !== undefined && hit.until > nowMs) return hit.state
 
-      const [row] = await deps.db
+      const [row] = await db
         .select({
           revokedAt: sessions.revokedAt,
           expiresAt: sessions.expiresAt,
@@ -70,12 +277,8 @@ export function createSessionService (deps: {
         cache.set(sessionId, { state, until: nowMs + deps.checkTtlSeconds * 1000 })
       }
       return state
-    },
-
-    /** Drops this instance's cached answer (after a change made through this instance). */
-    forget (sessionId: string): void {
-      cache.delete(sessionId)
     }
   }
+  return service
 }
 export type SessionService = ReturnType<typeof createSessionService>
