@@ -21,7 +21,7 @@ function attributes (config: Config) {
 }
 
 export function setRefreshCookie (reply: FastifyReply, config: Config, refresh: IssuedRefreshToken, now: Date): void {
-  const maxAge = Math.max(0, Math.floor((refresh.expiresAt.getTime() - now.getTime()) / 1000))
+  const maxAge = Math.max(0, Math.round((refresh.expiresAt.getTime() - now.getTime()) / 1000))
   reply.setCookie(REFRESH_COOKIE, refresh.token, { ...attributes(config), maxAge })
 }
 
