@@ -4,7 +4,7 @@
  * `outbox.runOnce()` and an injected clock, except where the app's worker is under test.
  */
 import type { AddressInfo } from 'node:net'
-import { asc, eq } from 'drizzle-orm'
+import { asc } from 'drizzle-orm'
 import { SMTPServer, type SMTPServerSession } from 'smtp-server'
 import t from 'tap'
 import type { App } from '../../src/app.ts'
