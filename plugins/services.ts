@@ -27,8 +27,19 @@ async function services (fastify: FastifyInstance, opts: ServicesPluginOptions) 
     now,
     signAccessToken: fastify.signAccessToken,
     mailer: opts.mailer,
-    onMailError: (err, id) => fastify.log.warn({ err, emailId: id }, 'email delivery failed')
+    onMailError: (err, id) => fastify.log.warn({ err, emailId: id }, 'email delivery failed'),
+    onBreachCheckUnavailable: (err) => fastify.log.warn({ err }, fastify.config.HIBP_FAIL_CLOSED
+      ? 'Have I Been Pwned check unavailable: password refused (HIBP_FAIL_CLOSED=true)'
+      : 'Have I Been Pwned check unavailable: password accepted unchecked')
   }))
+
+  const { ADMIN_EMAIL, ADMIN_PASSWORD } = fastify.config
+  if (ADMIN_EMAIL !== undefined && ADMIN_PASSWORD !== undefined) {
+    fastify.addHook('onReady', async () => {
+      const created = await fastify.services.credentials.bootstrapAdmin(ADMIN_EMAIL, ADMIN_PASSWORD)
+      if (created) fastify.log.warn({ email: ADMIN_EMAIL }, 'bootstrap admin created: it must change its password before anything else')
+    })
+  }
   if (fastify.config.SMTP_HOST === undefined && fastify.config.NODE_ENV === 'production' && opts.mailer === undefined) {
     fastify.log.warn('SMTP_HOST is not set: emails are printed to stdout instead of being sent')
   }

@@ -1,11 +1,13 @@
 import type { FastifyInstance } from 'fastify'
 import authRoutes from './auth/index.ts'
 import healthRoutes from './health/index.ts'
+import passwordRoutes from './password/index.ts'
 import taskRoutes from './tasks/index.ts'
 
 /** Every route group, registered explicitly with its prefix. */
 export default async function routes (fastify: FastifyInstance) {
   await fastify.register(healthRoutes)
   await fastify.register(authRoutes, { prefix: '/api/auth' })
+  await fastify.register(passwordRoutes, { prefix: '/api/auth/password' })
   await fastify.register(taskRoutes, { prefix: '/api/:userId/tasks' })
 }

@@ -1,6 +1,7 @@
 import { isIP } from 'node:net'
 import Type, { type Static } from 'typebox'
 import Value from 'typebox/value'
+import { assertPasswordPolicy } from './services/password-policy.ts'
 
 /**
  * Every setting of the service, parsed once from the environment.
@@ -55,6 +56,8 @@ export const ConfigSchema = Type.Object({
   HIBP_ENABLED: Bool(true),
   HIBP_API_URL: Type.String({ default: 'https://api.pwnedpasswords.com', pattern: '^https?://' }),
   HIBP_TIMEOUT_MS: Int(2000, 50, 60000),
+  HIBP_FAIL_CLOSED: Bool(false),
+  HIBP_CACHE_TTL_SECONDS: Int(300, 0, 86400),
   MFA_ENCRYPTION_KEY: OptStr(),
 
   ARGON2_MEMORY_COST: Int(19456, 8192, 1048576),
@@ -72,6 +75,11 @@ export const ConfigSchema = Type.Object({
   RATE_LIMIT_LOGIN_EMAIL_FAILURES: Int(10, 1, 10_000),
   RATE_LIMIT_LOGIN_EMAIL_WINDOW_MINUTES: Int(15, 1, 1440),
   RATE_LIMIT_KNOWN_IP_DAYS: Int(30, 0, 365),
+  RATE_LIMIT_FORGOT_MAX: Int(5, 1, 100_000),
+  RATE_LIMIT_FORGOT_WINDOW_SECONDS: Int(900, 1, 86400),
+  RATE_LIMIT_RESET_EMAILS_PER_HOUR: Int(3, 1, 100),
+  RATE_LIMIT_PASSWORD_MAX: Int(10, 1, 100_000),
+  RATE_LIMIT_PASSWORD_WINDOW_SECONDS: Int(900, 1, 86400),
 
   HEALTH_DB_TIMEOUT_MS: Int(1000, 50, 30000)
 })
@@ -154,6 +162,16 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
   }
   if ((config.ADMIN_EMAIL === undefined) !== (config.ADMIN_PASSWORD === undefined)) {
     throw new ConfigError('Invalid configuration: ADMIN_EMAIL and ADMIN_PASSWORD must be set together')
+  }
+  if (config.ADMIN_EMAIL !== undefined && !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(config.ADMIN_EMAIL.trim())) {
+    throw new ConfigError('Invalid configuration: ADMIN_EMAIL must be an email address')
+  }
+  if (config.ADMIN_PASSWORD !== undefined) {
+    try {
+      assertPasswordPolicy(config.ADMIN_PASSWORD)
+    } catch (err) {
+      throw new ConfigError(`Invalid configuration: ADMIN_PASSWORD fails the password policy: ${(err as Error).message}`)
+    }
   }
   return config
 }

@@ -38,3 +38,18 @@ export const SessionListSchema = Type.Object({
 })
 
 export const SessionParamsSchema = Type.Object({ id: UuidSchema })
+
+/** New passwords: the policy (8–128 …) is the service's; this bound keeps absurd input out. */
+const NewPassword = Type.String({ minLength: 1, maxLength: 1024 })
+
+export const ForgotPasswordSchema = Type.Object({ email: EmailSchema }, { additionalProperties: false })
+
+export const ResetPasswordSchema = Type.Object({
+  token: Type.String({ minLength: 1, maxLength: 256 }),
+  newPassword: NewPassword
+}, { additionalProperties: false })
+
+export const ChangePasswordSchema = Type.Object({
+  currentPassword: Type.String({ minLength: 1, maxLength: 1024 }),
+  newPassword: NewPassword
+}, { additionalProperties: false })

@@ -3,7 +3,9 @@ import { authEvents, users, type UserRow } from '../db/schema.ts'
 import type { Db } from '../db/client.ts'
 import { AppError } from '../errors.ts'
 import type { AuditLog, RequestContext } from './audit.ts'
-import { assertPasswordPolicy, type PasswordHasher } from './passwords.ts'
+import { assertPasswordPolicy } from './password-policy.ts'
+import type { PasswordHasher } from './passwords.ts'
+import type { BreachChecker } from './hibp.ts'
 import type { Amr, IssuedRefreshToken, SessionService } from './sessions.ts'
 
 /** The contract's User object. */
@@ -66,6 +68,7 @@ export function createAccountService (deps: {
   db: Db
   now: () => Date
   passwords: PasswordHasher
+  breaches: BreachChecker
   audit: AuditLog
   sessions: SessionService
   throttle: LoginThrottle
@@ -126,6 +129,7 @@ export function createAccountService (deps: {
     async signup (input: { email: string, password: string }, ctx: RequestContext): Promise<AuthResult> {
       const email = normaliseEmail(input.email)
       assertPasswordPolicy(input.password)
+      await deps.breaches.assertNotBreached(input.password)
       const passwordHash = await passwords.hash(input.password)
       const t = now()
       return db.transaction(async (tx) => {

@@ -2,6 +2,8 @@ import type { Config } from '../config.ts'
 import type { Db } from '../db/client.ts'
 import { type AccessClaims, createAccountService } from './accounts.ts'
 import { createAuditLog } from './audit.ts'
+import { createCredentialService } from './credentials.ts'
+import { createBreachChecker } from './hibp.ts'
 import { createSmtpMailer, createStdoutMailer, type Mailer } from './mailer.ts'
 import { createOutbox } from './outbox.ts'
 import { createPasswordHasher } from './passwords.ts'
@@ -17,6 +19,8 @@ export interface ServiceDeps {
   /** Overrides the mailer chosen from SMTP_* (tests). */
   mailer?: Mailer
   onMailError?: (err: unknown, id: string) => void
+  /** Called when the breach check could not be done (the password passed, unless fail-closed). */
+  onBreachCheckUnavailable?: (err: unknown) => void
 }
 
 /** SMTP when SMTP_HOST is set, otherwise emails are printed to stdout (development). */
@@ -33,7 +37,7 @@ export function mailerFromConfig (config: Config): Mailer {
 }
 
 /** Wires the domain services together. Nothing here knows about HTTP. */
-export function createServices ({ db, config, now, signAccessToken, mailer, onMailError }: ServiceDeps) {
+export function createServices ({ db, config, now, signAccessToken, mailer, onMailError, onBreachCheckUnavailable }: ServiceDeps) {
   const passwords = createPasswordHasher({
     memoryCost: config.ARGON2_MEMORY_COST,
     timeCost: config.ARGON2_TIME_COST,
@@ -63,10 +67,18 @@ export function createServices ({ db, config, now, signAccessToken, mailer, onMa
     graceSeconds: config.REFRESH_REUSE_GRACE_SECONDS,
     checkTtlSeconds: config.SESSION_CHECK_TTL_SECONDS
   })
+  const breaches = createBreachChecker({
+    enabled: config.HIBP_ENABLED,
+    apiUrl: config.HIBP_API_URL,
+    timeoutMs: config.HIBP_TIMEOUT_MS,
+    failClosed: config.HIBP_FAIL_CLOSED,
+    cacheTtlMs: config.HIBP_CACHE_TTL_SECONDS * 1000
+  }, { now, onUnavailable: onBreachCheckUnavailable ?? (() => {}) })
   const accounts = createAccountService({
     db,
     now,
     passwords,
+    breaches,
     audit,
     sessions,
     signAccessToken,
@@ -77,7 +89,19 @@ export function createServices ({ db, config, now, signAccessToken, mailer, onMa
       knownIpDays: config.RATE_LIMIT_KNOWN_IP_DAYS
     }
   })
+  const credentials = createCredentialService({
+    db,
+    now,
+    passwords,
+    breaches,
+    sessions,
+    outbox,
+    audit,
+    appUrl: config.APP_URL,
+    resetTokenMinutes: 30,
+    resetEmailsPerHour: config.RATE_LIMIT_RESET_EMAILS_PER_HOUR
+  })
   const tasks = createTaskService({ db, now })
-  return { passwords, audit, outbox, sessions, accounts, tasks }
+  return { passwords, breaches, audit, outbox, sessions, accounts, credentials, tasks }
 }
 export type Services = ReturnType<typeof createServices>

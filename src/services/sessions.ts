@@ -1,5 +1,5 @@
 import { createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto'
-import { and, desc, eq, gt, isNull } from 'drizzle-orm'
+import { and, desc, eq, gt, inArray, isNull, ne } from 'drizzle-orm'
 import type { Db, Queryable } from '../db/client.ts'
 import { refreshTokens, sessions, users, type SessionRow, type UserRow } from '../db/schema.ts'
 import { AppError } from '../errors.ts'
@@ -79,17 +79,22 @@ export function createSessionService (deps: {
     return expiresAt
   }
 
-  /** Revokes sessions (and their tokens) matching `where`; returns the revoked session ids. */
-  async function revokeWhere (tx: Queryable, userId: string, reason: string, sessionId?: string): Promise<string[]> {
+  /**
+   * Revokes the user's live sessions (all, only `only`, or all but `except`) and their refresh
+   * tokens; returns the revoked session ids.
+   */
+  async function revokeWhere (tx: Queryable, userId: string, reason: string, scope: { only?: string, except?: string } = {}): Promise<string[]> {
     const t = now()
-    const cond = sessionId === undefined
-      ? and(eq(sessions.userId, userId), isNull(sessions.revokedAt))
-      : and(eq(sessions.userId, userId), eq(sessions.id, sessionId), isNull(sessions.revokedAt))
-    const revoked = await tx.update(sessions).set({ revokedAt: t, revokedReason: reason }).where(cond).returning({ id: sessions.id })
-    const tokenCond = sessionId === undefined
-      ? and(eq(refreshTokens.userId, userId), isNull(refreshTokens.revokedAt))
-      : and(eq(refreshTokens.sessionId, sessionId), isNull(refreshTokens.revokedAt))
-    await tx.update(refreshTokens).set({ revokedAt: t }).where(tokenCond)
+    const revoked = await tx.update(sessions).set({ revokedAt: t, revokedReason: reason }).where(and(
+      eq(sessions.userId, userId),
+      isNull(sessions.revokedAt),
+      scope.only === undefined ? undefined : eq(sessions.id, scope.only),
+      scope.except === undefined ? undefined : ne(sessions.id, scope.except)
+    )).returning({ id: sessions.id })
+    if (revoked.length > 0) {
+      await tx.update(refreshTokens).set({ revokedAt: t })
+        .where(and(inArray(refreshTokens.sessionId, revoked.map((r) => r.id)), isNull(refreshTokens.revokedAt)))
+    }
     return revoked.map((r) => r.id)
   }
 
@@ -97,10 +102,10 @@ export function createSessionService (deps: {
    * Every writer of a user's sessions locks the user row first, so a revocation and a
    * rotation (whose reuse path revokes every session) can never deadlock on session rows.
    */
-  async function lockedRevoke (tx: Queryable | undefined, userId: string, reason: string, sessionId?: string) {
+  async function lockedRevoke (tx: Queryable | undefined, userId: string, reason: string, scope: { only?: string, except?: string } = {}) {
     const run = async (q: Queryable) => {
       await q.select({ id: users.id }).from(users).where(eq(users.id, userId)).for('no key update')
-      return revokeWhere(q, userId, reason, sessionId)
+      return revokeWhere(q, userId, reason, scope)
     }
     return tx === undefined ? db.transaction(run) : run(tx)
   }
@@ -222,9 +227,21 @@ export function createSessionService (deps: {
 
     /** Revokes one session of the user; returns whether it was live. */
     async revoke (userId: string, sessionId: string, reason: string, tx?: Queryable): Promise<boolean> {
-      const revoked = await lockedRevoke(tx, userId, reason, sessionId)
+      const revoked = await lockedRevoke(tx, userId, reason, { only: sessionId })
       forget([sessionId])
       return revoked.length > 0
+    },
+
+    /** Revokes every session of the user but `keepSessionId`; returns how many were live. */
+    async revokeOthers (userId: string, keepSessionId: string, reason: string, tx?: Queryable): Promise<number> {
+      const revoked = await lockedRevoke(tx, userId, reason, { except: keepSessionId })
+      forget(revoked)
+      return revoked.length
+    },
+
+    /** Drops this instance's cached state of a session (after a change made here). */
+    forgetSession (sessionId: string): void {
+      forget([sessionId])
     },
 
     /** Revokes every session of the user; returns how many were live. */

@@ -3,105 +3,17 @@
  * the app's own nodemailer SMTP mailer (SMTP_HOST set). Delivery is driven with
  * `outbox.runOnce()` and an injected clock, except where the app's worker is under test.
  */
-import type { AddressInfo } from 'node:net'
 import { asc } from 'drizzle-orm'
-import { SMTPServer, type SMTPServerSession } from 'smtp-server'
 import t from 'tap'
 import type { App } from '../../src/app.ts'
 import type { DbHandle } from '../../src/db/client.ts'
 import { emailOutbox } from '../../src/db/schema.ts'
 import { buildTestApp, openTestDb, testClock, type Test } from '../helper.ts'
+import { type Received, startSmtp } from '../smtp.ts'
 
 const BASE_MS = 30_000 // OUTBOX_BACKOFF_BASE_SECONDS default
 const LEASE_MS = 120_000 // OUTBOX_LEASE_SECONDS default
 const FROM = 'Gatehouse <no-reply@localhost>' // SMTP_FROM default
-
-interface Received {
-  raw: string
-  mailFrom: string
-  rcptTo: string[]
-  headers: Map<string, string>
-  body: string
-}
-
-/** Splits a raw RFC 5322 message into unfolded headers (lower-cased names) and its body. */
-function parseMessage (raw: string): { headers: Map<string, string>, body: string } {
-  const split = raw.indexOf('\r\n\r\n')
-  const head = split === -1 ? raw : raw.slice(0, split)
-  const body = split === -1 ? '' : raw.slice(split + 4)
-  const headers = new Map<string, string>()
-  for (const line of head.replace(/\r\n[ \t]+/g, ' ').split('\r\n')) {
-    const colon = line.indexOf(':')
-    if (colon > 0) headers.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim())
-  }
-  return { headers, body: body.replace(/\r\n/g, '\n').replace(/\n+$/, '') }
-}
-
-interface SmtpOptions {
-  /** Listen on this port (a restarted server); 0 picks a free one. */
-  port?: number
-  /** Reject RCPT TO with this message (a 550), e.g. to make every attempt fail. */
-  reject?: (attempt: number) => string | undefined
-  /** Holds the reply to DATA until `release()` is called (a slow server). */
-  hold?: boolean
-}
-
-/** A real SMTP server on 127.0.0.1 that records each message it accepts; closed at teardown. */
-async function startSmtp (test: Test, opts: SmtpOptions = {}) {
-  const messages: Received[] = []
-  let rcptAttempts = 0
-  let releaseHeld: () => void = () => {}
-  const held = new Promise<void>((resolve) => { releaseHeld = resolve })
-  let dataArrived: () => void = () => {}
-  const arrived = new Promise<void>((resolve) => { dataArrived = resolve })
-  const server = new SMTPServer({
-    disabledCommands: ['STARTTLS', 'AUTH'],
-    logger: false,
-    closeTimeout: 1000,
-    onRcptTo (_address, _session, callback) {
-      const message = opts.reject?.(++rcptAttempts)
-      if (message === undefined) return callback()
-      const err = Object.assign(new Error(message), { responseCode: 550 })
-      callback(err)
-    },
-    onData (stream, session: SMTPServerSession, callback) {
-      const chunks: Buffer[] = []
-      stream.on('data', (chunk: Buffer) => chunks.push(chunk))
-      stream.on('end', () => {
-        const raw = Buffer.concat(chunks).toString('utf8')
-        const finish = () => {
-          messages.push({
-            raw,
-            mailFrom: session.envelope.mailFrom === false ? '' : session.envelope.mailFrom.address,
-            rcptTo: session.envelope.rcptTo.map((a) => a.address),
-            ...parseMessage(raw)
-          })
-          callback()
-        }
-        dataArrived()
-        if (opts.hold === true) held.then(finish, finish)
-        else finish()
-      })
-    }
-  })
-  server.on('error', () => {})
-  await new Promise<void>((resolve, reject) => {
-    server.server.once('error', reject)
-    server.listen(opts.port ?? 0, '127.0.0.1', () => {
-      server.server.off('error', reject)
-      resolve()
-    })
-  })
-  const port = (server.server.address() as AddressInfo).port
-  let closing: Promise<void> | undefined
-  const close = () => {
-    releaseHeld()
-    closing ??= new Promise<void>((resolve) => server.close(() => resolve()))
-    return closing
-  }
-  test.teardown(close)
-  return { port, messages, close, release: releaseHeld, arrived }
-}
 
 /** A port on loopback where nothing listens (a server started, then closed). */
 async function deadPort (test: Test): Promise<number> {
@@ -413,7 +325,7 @@ t.test('the worker started by the app', async (t) => {
     const app = await buildTestApp(t, { env: smtpEnv(smtp.port, { OUTBOX_POLL_INTERVAL_MS: '50' }) })
     await enqueue(app, 'heidi@example.com', 'From the worker', 'Delivered in the background.')
 
-    t.ok(await until(async () => (await onlyRow(t, app.db)).status === 'sent'), 'the worker delivered it')
+    t.ok(await until(async () => (await rows(app.db))[0]?.status === 'sent'), 'the worker delivered it')
     t.equal(smtp.messages.length, 1)
     checkDelivered(t, smtp.messages[0], 'heidi@example.com', 'From the worker', 'Delivered in the background.')
     const row = await onlyRow(t, app.db)

@@ -1,0 +1,190 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { and, eq, gt, isNull, sql } from 'drizzle-orm'
+import type { Db } from '../db/client.ts'
+import { passwordResetTokens, users } from '../db/schema.ts'
+import { AppError } from '../errors.ts'
+import type { AuditLog, RequestContext } from './audit.ts'
+import type { BreachChecker } from './hibp.ts'
+import type { Outbox } from './outbox.ts'
+import { assertPasswordPolicy } from './password-policy.ts'
+import type { PasswordHasher } from './passwords.ts'
+import type { SessionService } from './sessions.ts'
+import { normaliseEmail } from './accounts.ts'
+
+const RESET_TOKEN_FORMAT = /^[A-Za-z0-9_-]{43}$/
+const hashToken = (token: string) => createHash('sha256').update(token).digest('hex')
+
+/**
+ * The password lifecycle after signup: forgotten password by email, reset, change, and the
+ * admin bootstrap. Every change that sends an email writes it to the outbox in its own
+ * transaction; every password change revokes sessions and outstanding reset tokens.
+ */
+export function createCredentialService (deps: {
+  db: Db
+  now: () => Date
+  passwords: PasswordHasher
+  breaches: BreachChecker
+  sessions: SessionService
+  outbox: Outbox
+  audit: AuditLog
+  appUrl: string
+  resetTokenMinutes: number
+  resetEmailsPerHour: number
+}) {
+  const { db, now, passwords, audit, outbox } = deps
+
+  /** Policy first (cheap, precise message), then the breach check. */
+  async function assertAcceptable (password: string): Promise<void> {
+    assertPasswordPolicy(password)
+    await deps.breaches.assertNotBreached(password)
+  }
+
+  const resetLink = (token: string) => `${deps.appUrl.replace(/\/+$/, '')}/reset-password?token=${token}`
+
+  return {
+    assertAcceptable,
+
+    /**
+     * Always the same outcome for the caller (202 upstream): whether the email has an account,
+     * is disabled, or has had too many reset emails this hour is visible only in the audit log.
+     * Both paths read the user and write one audit row, so they take similar time.
+     */
+    async forgot (rawEmail: string, ctx: RequestContext): Promise<void> {
+      const email = normaliseEmail(rawEmail)
+      const t = now()
+      await db.transaction(async (tx) => {
+        const [user] = await tx.select().from(users).where(eq(users.email, email)).for('no key update')
+        if (user === undefined || !user.isActive) {
+          await audit.record({
+            type: 'password_reset_requested', ctx, userId: user?.id ?? null, email, success: false,
+            failureReason: user === undefined ? 'unknown_email' : 'account_disabled'
+          }, tx)
+          return
+        }
+        const [recent] = await tx.select({ n: sql<number>`count(*)::int` }).from(passwordResetTokens)
+          .where(and(eq(passwordResetTokens.userId, user.id), gt(passwordResetTokens.createdAt, new Date(t.getTime() - 3_600_000))))
+        if ((recent?.n ?? 0) >= deps.resetEmailsPerHour) {
+          await audit.record({ type: 'password_reset_requested', ctx, userId: user.id, email, success: false, failureReason: 'account_limit' }, tx)
+          return
+        }
+        const token = randomBytes(32).toString('base64url')
+        await tx.insert(passwordResetTokens).values({
+          userId: user.id,
+          tokenHash: hashToken(token),
+          createdAt: t,
+          expiresAt: new Date(t.getTime() + deps.resetTokenMinutes * 60_000),
+          requestedIp: ctx.ip
+        })
+        await audit.record({ type: 'password_reset_requested', ctx, userId: user.id, email, success: true }, tx)
+        await outbox.enqueue(tx, 'password_reset', {
+          to: user.email,
+          subject: 'Reset your Gatehouse password',
+          text: [
+            'Someone (hopefully you) asked to reset the password of your account.',
+            '',
+            `Open this link within ${deps.resetTokenMinutes} minutes to choose a new password:`,
+            resetLink(token),
+            '',
+            `Requested from IP ${ctx.ip} at ${t.toISOString()}.`,
+            'If it was not you, ignore this email: your password stays as it is.'
+          ].join('\n')
+        })
+      })
+    },
+
+    /**
+     * Consumes a reset token (single use, atomically: of two racing resets one wins) and sets
+     * the new password; every session of the user ends, since whoever forgot the password may
+     * not be the only one who knew it.
+     */
+    async reset (token: string, newPassword: string, ctx: RequestContext): Promise<void> {
+      if (!RESET_TOKEN_FORMAT.test(token)) throw new AppError('RESET_TOKEN_INVALID', 'Reset link is invalid or has expired')
+      await assertAcceptable(newPassword)
+      const passwordHash = await passwords.hash(newPassword)
+      const t = now()
+      const userId = await db.transaction(async (tx) => {
+        const [consumed] = await tx.update(passwordResetTokens).set({ usedAt: t })
+          .where(and(eq(passwordResetTokens.tokenHash, hashToken(token)), isNull(passwordResetTokens.usedAt), gt(passwordResetTokens.expiresAt, t)))
+          .returning()
+        const [user] = consumed === undefined
+          ? []
+          : await tx.select().from(users).where(eq(users.id, consumed.userId)).for('no key update')
+        // A password change after the link was sent invalidates it.
+        if (consumed === undefined || user === undefined || !user.isActive || user.passwordChangedAt > consumed.createdAt) {
+          return undefined
+        }
+        await tx.update(users).set({ passwordHash, passwordChangedAt: t, passwordMustChange: false, updatedAt: t }).where(eq(users.id, user.id))
+        await tx.update(passwordResetTokens).set({ usedAt: t })
+          .where(and(eq(passwordResetTokens.userId, user.id), isNull(passwordResetTokens.usedAt)))
+        const revoked = await deps.sessions.revokeAll(user.id, 'password_reset', tx)
+        await audit.record({ type: 'password_reset', ctx, userId: user.id, email: user.email, success: true, metadata: { revokedSessions: revoked } }, tx)
+        await outbox.enqueue(tx, 'password_changed', {
+          to: user.email,
+          subject: 'Your Gatehouse password was reset',
+          text: [
+            `The password of your account was reset at ${t.toISOString()} from IP ${ctx.ip}, and every session was signed out.`,
+            'If this was not you, reset your password again at once and review your account.'
+          ].join('\n')
+        })
+        return user.id
+      })
+      if (userId === undefined) throw new AppError('RESET_TOKEN_INVALID', 'Reset link is invalid or has expired')
+    },
+
+    /** Changes the password of a signed-in user, keeping the current session and ending the others. */
+    async change (userId: string, sessionId: string, input: { currentPassword: string, newPassword: string }, ctx: RequestContext): Promise<void> {
+      const [user] = await db.select().from(users).where(eq(users.id, userId))
+      if (user === undefined) throw new AppError('SESSION_REVOKED')
+      if (!await passwords.verify(user.passwordHash, input.currentPassword)) {
+        await audit.record({ type: 'password_change', ctx, userId, email: user.email, success: false, failureReason: 'invalid_current_password' })
+        throw new AppError('AUTH_INVALID_CREDENTIALS', 'Current password is incorrect')
+      }
+      assertPasswordPolicy(input.newPassword)
+      if (await passwords.verify(user.passwordHash, input.newPassword)) {
+        throw new AppError('PASSWORD_TOO_WEAK', 'New password must differ from the current one')
+      }
+      await deps.breaches.assertNotBreached(input.newPassword)
+      const passwordHash = await passwords.hash(input.newPassword)
+      const t = now()
+      await db.transaction(async (tx) => {
+        await tx.select({ id: users.id }).from(users).where(eq(users.id, userId)).for('no key update')
+        await tx.update(users).set({ passwordHash, passwordChangedAt: t, passwordMustChange: false, updatedAt: t }).where(eq(users.id, userId))
+        await tx.update(passwordResetTokens).set({ usedAt: t })
+          .where(and(eq(passwordResetTokens.userId, userId), isNull(passwordResetTokens.usedAt)))
+        const revoked = await deps.sessions.revokeOthers(userId, sessionId, 'password_change', tx)
+        await audit.record({ type: 'password_change', ctx, userId, email: user.email, success: true, metadata: { revokedSessions: revoked } }, tx)
+        await outbox.enqueue(tx, 'password_changed', {
+          to: user.email,
+          subject: 'Your Gatehouse password was changed',
+          text: [
+            `The password of your account was changed at ${t.toISOString()} from IP ${ctx.ip}.`,
+            'Your other sessions were signed out. If this was not you, reset your password at once.'
+          ].join('\n')
+        })
+      })
+      deps.sessions.forgetSession(sessionId) // its cached passwordMustChange is stale now
+    },
+
+    /**
+     * ADMIN_EMAIL/ADMIN_PASSWORD: creates that admin when no account has the email, with
+     * passwordMustChange set. Never touches an existing account; ON CONFLICT DO NOTHING makes
+     * instances starting at once create exactly one. Returns whether this call created it.
+     */
+    async bootstrapAdmin (rawEmail: string, password: string): Promise<boolean> {
+      const email = normaliseEmail(rawEmail)
+      const [existing] = await db.select({ id: users.id }).from(users).where(eq(users.email, email))
+      if (existing !== undefined) return false
+      const passwordHash = await passwords.hash(password)
+      const t = now()
+      return db.transaction(async (tx) => {
+        const [created] = await tx.insert(users).values({
+          email, passwordHash, role: 'admin', passwordMustChange: true, passwordChangedAt: t, createdAt: t, updatedAt: t
+        }).onConflictDoNothing({ target: users.email }).returning()
+        if (created === undefined) return false
+        await audit.record({ type: 'signup', ctx: { ip: 'bootstrap', userAgent: null }, userId: created.id, email, success: true, metadata: { bootstrapAdmin: true } }, tx)
+        return true
+      })
+    }
+  }
+}
+export type CredentialService = ReturnType<typeof createCredentialService>
