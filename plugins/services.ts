@@ -26,6 +26,7 @@ async function services (fastify: FastifyInstance, opts: ServicesPluginOptions) 
     config: fastify.config,
     now,
     signAccessToken: fastify.signAccessToken,
+    mfaTokens: fastify.mfaTokens,
     mailer: opts.mailer,
     onMailError: (err, id) => fastify.log.warn({ err, emailId: id }, 'email delivery failed'),
     onBreachCheckUnavailable: (err) => fastify.log.warn({ err }, fastify.config.HIBP_FAIL_CLOSED

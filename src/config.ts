@@ -59,6 +59,7 @@ export const ConfigSchema = Type.Object({
   HIBP_FAIL_CLOSED: Bool(false),
   HIBP_CACHE_TTL_SECONDS: Int(300, 0, 86400),
   MFA_ENCRYPTION_KEY: OptStr(),
+  MFA_ISSUER: Type.String({ default: 'Gatehouse', minLength: 1, maxLength: 100 }),
 
   ARGON2_MEMORY_COST: Int(19456, 8192, 1048576),
   ARGON2_TIME_COST: Int(2, 1, 20),
@@ -75,6 +76,8 @@ export const ConfigSchema = Type.Object({
   RATE_LIMIT_LOGIN_EMAIL_FAILURES: Int(10, 1, 10_000),
   RATE_LIMIT_LOGIN_EMAIL_WINDOW_MINUTES: Int(15, 1, 1440),
   RATE_LIMIT_KNOWN_IP_DAYS: Int(30, 0, 365),
+  RATE_LIMIT_MFA_MAX: Int(5, 1, 100_000),
+  RATE_LIMIT_MFA_WINDOW_SECONDS: Int(60, 1, 86400),
   RATE_LIMIT_FORGOT_MAX: Int(5, 1, 100_000),
   RATE_LIMIT_FORGOT_WINDOW_SECONDS: Int(900, 1, 86400),
   RATE_LIMIT_RESET_EMAILS_PER_HOUR: Int(3, 1, 100),
@@ -155,6 +158,12 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
   }
   if (config.NODE_ENV === 'production' && config.JWT_SECRET === undefined) {
     throw new ConfigError('Invalid configuration: JWT_SECRET is required in production (at least 32 bytes)')
+  }
+  if (config.MFA_ENCRYPTION_KEY !== undefined && Buffer.byteLength(config.MFA_ENCRYPTION_KEY) < 32) {
+    throw new ConfigError('Invalid configuration: MFA_ENCRYPTION_KEY must be at least 32 bytes')
+  }
+  if (config.NODE_ENV === 'production' && config.MFA_ENCRYPTION_KEY === undefined) {
+    throw new ConfigError('Invalid configuration: MFA_ENCRYPTION_KEY is required in production (at least 32 bytes)')
   }
   if (config.JWT_PRIVATE_KEY !== undefined) {
     // Asymmetric signing (EdDSA/ES256 + JWKS) is not built yet; refuse rather than silently use HS256.

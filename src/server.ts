@@ -17,17 +17,21 @@ try {
   throw err
 }
 
-let generatedSecret: string | undefined
+// Development only (production requires both): secrets generated once and kept under DATA_DIR.
+const generated: string[] = []
 if (config.JWT_SECRET === undefined) {
   const secret = devSecret(config.DATA_DIR, 'jwt-secret')
   config = { ...config, JWT_SECRET: secret.value }
-  generatedSecret = secret.created ? 'generated' : 'loaded'
+  generated.push(`JWT_SECRET is not set: using a development secret ${secret.created ? 'generated' : 'loaded'} under ${config.DATA_DIR}; set JWT_SECRET in production`)
+}
+if (config.MFA_ENCRYPTION_KEY === undefined) {
+  const key = devSecret(config.DATA_DIR, 'mfa-encryption-key')
+  config = { ...config, MFA_ENCRYPTION_KEY: key.value }
+  generated.push(`MFA_ENCRYPTION_KEY is not set: using a development key ${key.created ? 'generated' : 'loaded'} under ${config.DATA_DIR}; set MFA_ENCRYPTION_KEY in production`)
 }
 
 const app = await buildApp({ config })
-if (generatedSecret !== undefined) {
-  app.log.warn(`JWT_SECRET is not set: using a development secret ${generatedSecret} under ${config.DATA_DIR}; set JWT_SECRET in production`)
-}
+for (const warning of generated) app.log.warn(warning)
 
 // On SIGINT/SIGTERM: stop accepting, let in-flight requests finish, close the database.
 closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {

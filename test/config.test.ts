@@ -98,9 +98,12 @@ t.test('secrets are never echoed in configuration errors', async (t) => {
   t.match(port, /got "99999"/, 'non-secret values are shown')
 })
 
-t.test('production requires a JWT_SECRET of at least 32 bytes', async (t) => {
-  t.throws(() => loadConfig({ NODE_ENV: 'production' }), /JWT_SECRET is required in production/)
-  t.throws(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(31) }), /JWT_SECRET must be at least 32 bytes/)
-  t.equal(loadConfig({ NODE_ENV: 'production', JWT_SECRET: SECRET }).JWT_SECRET, SECRET)
-  t.equal(loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'é'.repeat(16) }).JWT_SECRET?.length, 16, 'bytes, not characters')
+t.test('production requires a JWT_SECRET and an MFA_ENCRYPTION_KEY of at least 32 bytes', async (t) => {
+  const MFA_ENCRYPTION_KEY = 'k'.repeat(32)
+  t.throws(() => loadConfig({ NODE_ENV: 'production', MFA_ENCRYPTION_KEY }), /JWT_SECRET is required in production/)
+  t.throws(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(31), MFA_ENCRYPTION_KEY }), /JWT_SECRET must be at least 32 bytes/)
+  t.equal(loadConfig({ NODE_ENV: 'production', JWT_SECRET: SECRET, MFA_ENCRYPTION_KEY }).JWT_SECRET, SECRET)
+  t.equal(loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'é'.repeat(16), MFA_ENCRYPTION_KEY }).JWT_SECRET?.length, 16, 'bytes, not characters')
+  t.throws(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: SECRET }), /MFA_ENCRYPTION_KEY is required in production/)
+  t.throws(() => loadConfig({ MFA_ENCRYPTION_KEY: 'short' }), /MFA_ENCRYPTION_KEY must be at least 32 bytes/)
 })

@@ -68,6 +68,8 @@ t.test('development: embedded database under DATA_DIR, generated secret kept acr
   t.match(run1.stdout, /JWT_SECRET is not set: using a development secret generated/)
   t.match(run1.stdout, /shutting down/)
   t.equal(statSync(join(dataDir, 'jwt-secret')).mode & 0o777, 0o600, 'secret file is private')
+  t.equal(statSync(join(dataDir, 'mfa-encryption-key')).mode & 0o777, 0o600, 'MFA key file is private')
+  t.match(run1.stdout, /MFA_ENCRYPTION_KEY is not set: using a development key generated/)
   t.notOk(run1.stdout.includes(accessToken), 'token not logged')
 
   const second = start(env)

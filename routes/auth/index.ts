@@ -2,7 +2,9 @@ import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typ
 import type { FastifyReply } from 'fastify'
 import { routeRateLimit } from '../../plugins/rate-limit.ts'
 import { AppError } from '../../src/errors.ts'
-import { CredentialsSchema, SessionListSchema, SessionParamsSchema, TokenResponseSchema } from '../../src/schemas/auth.ts'
+import {
+  CredentialsSchema, LoginMfaSchema, MfaChallengeSchema, SessionListSchema, SessionParamsSchema, TokenResponseSchema
+} from '../../src/schemas/auth.ts'
 import { errors, MessageSchema } from '../../src/schemas/common.ts'
 import type { AuthResult } from '../../src/services/accounts.ts'
 import { normaliseEmailField, requestContext } from '../context.ts'
@@ -62,9 +64,29 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['auth'],
       summary: 'Log in with email and password',
       body: CredentialsSchema,
-      response: { 200: TokenResponseSchema, ...errors(400, 401, 403, 413, 415, 429) }
+      response: { 200: Type.Union([TokenResponseSchema, MfaChallengeSchema]), ...errors(400, 401, 403, 413, 415, 429) }
     }
-  }, async (request, reply) => respond(reply, await accounts.login(request.body, requestContext(request))))
+  }, async (request, reply) => {
+    const result = await accounts.login(request.body, requestContext(request))
+    // MFA on: a challenge and no cookie; the login completes at /login/mfa.
+    return 'mfaRequired' in result ? result : respond(reply, result)
+  })
+
+  fastify.post('/login/mfa', {
+    config: { rateLimit: routeRateLimit(c.RATE_LIMIT_ENABLED, c.RATE_LIMIT_MFA_MAX, c.RATE_LIMIT_MFA_WINDOW_SECONDS) },
+    schema: {
+      tags: ['auth', 'mfa'],
+      summary: 'Second step of a login with MFA: a TOTP code or a backup code',
+      body: LoginMfaSchema,
+      response: { 200: TokenResponseSchema, ...errors(400, 401, 429) }
+    }
+  }, async (request, reply) => {
+    const { code, backupCode } = request.body
+    if ((code === undefined) === (backupCode === undefined)) {
+      throw new AppError('VALIDATION_ERROR', 'body must have exactly one of code and backupCode')
+    }
+    return respond(reply, await accounts.loginMfa(request.body, requestContext(request)))
+  })
 
   fastify.post('/refresh', {
     schema: {

@@ -53,3 +53,25 @@ export const ChangePasswordSchema = Type.Object({
   currentPassword: Type.String({ minLength: 1, maxLength: 1024 }),
   newPassword: NewPassword
 }, { additionalProperties: false })
+
+export const MfaChallengeSchema = Type.Object({
+  mfaRequired: Type.Literal(true),
+  mfaToken: Type.String(),
+  expiresIn: Type.Integer({ description: 'seconds' })
+})
+
+const TotpCode = Type.String({ pattern: '^[0-9]{6}$', description: '6-digit TOTP code' })
+const BackupCode = Type.String({ minLength: 10, maxLength: 32, description: 'backup code, e.g. abcde-fghjk' })
+
+export const LoginMfaSchema = Type.Object({
+  mfaToken: Type.String({ minLength: 1, maxLength: 2048 }),
+  code: Type.Optional(TotpCode),
+  backupCode: Type.Optional(BackupCode)
+}, { additionalProperties: false, description: 'exactly one of code and backupCode' })
+
+export const MfaPasswordSchema = Type.Object({ password: Type.String({ minLength: 1, maxLength: 1024 }) }, { additionalProperties: false })
+export const MfaCodeSchema = Type.Object({ code: TotpCode }, { additionalProperties: false })
+export const MfaDisableSchema = Type.Object({ password: Type.String({ minLength: 1, maxLength: 1024 }), code: TotpCode }, { additionalProperties: false })
+export const MfaSetupResponseSchema = Type.Object({ secret: Type.String(), otpauthUri: Type.String() })
+export const BackupCodesSchema = Type.Object({ backupCodes: Type.Array(Type.String()) })
+export const MfaStatusSchema = Type.Object({ enabled: Type.Boolean(), backupCodesRemaining: Type.Integer() })

@@ -1,11 +1,12 @@
 import { and, desc, eq, gt, inArray } from 'drizzle-orm'
 import { authEvents, users, type UserRow } from '../db/schema.ts'
-import type { Db } from '../db/client.ts'
+import type { Db, Queryable } from '../db/client.ts'
 import { AppError } from '../errors.ts'
 import type { AuditLog, RequestContext } from './audit.ts'
 import { assertPasswordPolicy } from './password-policy.ts'
 import type { PasswordHasher } from './passwords.ts'
 import type { BreachChecker } from './hibp.ts'
+import type { MfaChallenge, MfaService } from './mfa.ts'
 import type { Amr, IssuedRefreshToken, SessionService } from './sessions.ts'
 
 /** The contract's User object. */
@@ -69,6 +70,7 @@ export function createAccountService (deps: {
   now: () => Date
   passwords: PasswordHasher
   breaches: BreachChecker
+  mfa: MfaService
   audit: AuditLog
   sessions: SessionService
   throttle: LoginThrottle
@@ -125,6 +127,14 @@ export function createAccountService (deps: {
     return Math.max(1, Math.ceil((nth.createdAt.getTime() + windowMinutes * 60_000 - t) / 1000))
   }
 
+  /** The end of every successful login: a session, lastLoginAt, the audit row, the tokens. */
+  async function completeLogin (tx: Queryable, user: UserRow, amr: Amr[], ctx: RequestContext): Promise<AuthResult> {
+    const [updated] = await tx.update(users).set({ lastLoginAt: now() }).where(eq(users.id, user.id)).returning()
+    const { session, refresh } = await deps.sessions.create(user.id, ctx, amr, tx)
+    await audit.record({ type: 'login_success', ctx, userId: user.id, email: user.email, success: true, metadata: { amr } }, tx)
+    return authResult(updated ?? user, session.id, amr, refresh)
+  }
+
   return {
     async signup (input: { email: string, password: string }, ctx: RequestContext): Promise<AuthResult> {
       const email = normaliseEmail(input.email)
@@ -144,7 +154,7 @@ export function createAccountService (deps: {
       })
     },
 
-    async login (input: { email: string, password: string }, ctx: RequestContext): Promise<AuthResult> {
+    async login (input: { email: string, password: string }, ctx: RequestContext): Promise<AuthResult | MfaChallenge> {
       const email = normaliseEmail(input.email)
       const retryAfter = await lockedFor(email, ctx.ip)
       if (retryAfter > 0) {
@@ -169,17 +179,18 @@ export function createAccountService (deps: {
       }
 
       // Parameters changed since this hash was made: upgrade it while we hold the password.
-      const rehash = passwords.needsRehash(user.passwordHash) ? await passwords.hash(input.password) : undefined
-      const t = now()
-      return db.transaction(async (tx) => {
-        const [updated] = await tx.update(users)
-          .set({ lastLoginAt: t, ...(rehash === undefined ? {} : { passwordHash: rehash }) })
-          .where(eq(users.id, user.id))
-          .returning()
-        const { session, refresh } = await deps.sessions.create(user.id, ctx, ['pwd'], tx)
-        await audit.record({ type: 'login_success', ctx, userId: user.id, email, success: true }, tx)
-        return authResult(updated ?? user, session.id, ['pwd'], refresh)
-      })
+      if (passwords.needsRehash(user.passwordHash)) {
+        const rehash = await passwords.hash(input.password)
+        await db.update(users).set({ passwordHash: rehash }).where(eq(users.id, user.id))
+      }
+      // A second factor is due: no session, no cookie, only a challenge token.
+      if (user.mfaEnabled) return deps.mfa.startChallenge(user.id)
+      return db.transaction((tx) => completeLogin(tx, user, ['pwd'], ctx))
+    },
+
+    /** The second step of a login with MFA: a TOTP code or a backup code for the challenge. */
+    async loginMfa (input: { mfaToken: string, code?: string, backupCode?: string }, ctx: RequestContext): Promise<AuthResult> {
+      return deps.mfa.answerChallenge(input.mfaToken, input, ctx, (tx, user) => completeLogin(tx, user, ['pwd', 'otp'], ctx))
     },
 
     /** Rotates the refresh token (see sessions.rotate) and issues a fresh access token. */

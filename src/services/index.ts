@@ -4,6 +4,7 @@ import { type AccessClaims, createAccountService } from './accounts.ts'
 import { createAuditLog } from './audit.ts'
 import { createCredentialService } from './credentials.ts'
 import { createBreachChecker } from './hibp.ts'
+import { createMfaService, type MfaTokenCodec } from './mfa.ts'
 import { createSmtpMailer, createStdoutMailer, type Mailer } from './mailer.ts'
 import { createOutbox } from './outbox.ts'
 import { createPasswordHasher } from './passwords.ts'
@@ -16,6 +17,7 @@ export interface ServiceDeps {
   /** The clock; tests inject one to move time instead of sleeping. */
   now: () => Date
   signAccessToken: (claims: AccessClaims) => string
+  mfaTokens: MfaTokenCodec
   /** Overrides the mailer chosen from SMTP_* (tests). */
   mailer?: Mailer
   onMailError?: (err: unknown, id: string) => void
@@ -37,7 +39,7 @@ export function mailerFromConfig (config: Config): Mailer {
 }
 
 /** Wires the domain services together. Nothing here knows about HTTP. */
-export function createServices ({ db, config, now, signAccessToken, mailer, onMailError, onBreachCheckUnavailable }: ServiceDeps) {
+export function createServices ({ db, config, now, signAccessToken, mfaTokens, mailer, onMailError, onBreachCheckUnavailable }: ServiceDeps) {
   const passwords = createPasswordHasher({
     memoryCost: config.ARGON2_MEMORY_COST,
     timeCost: config.ARGON2_TIME_COST,
@@ -74,11 +76,25 @@ export function createServices ({ db, config, now, signAccessToken, mailer, onMa
     failClosed: config.HIBP_FAIL_CLOSED,
     cacheTtlMs: config.HIBP_CACHE_TTL_SECONDS * 1000
   }, { now, onUnavailable: onBreachCheckUnavailable ?? (() => {}) })
+  if (config.MFA_ENCRYPTION_KEY === undefined) throw new Error('MFA_ENCRYPTION_KEY must be resolved before the services are built')
+  const mfa = createMfaService({
+    db,
+    now,
+    passwords,
+    audit,
+    outbox,
+    encryptionKey: config.MFA_ENCRYPTION_KEY,
+    issuer: config.MFA_ISSUER,
+    tokens: mfaTokens,
+    challengeSeconds: 300,
+    maxFailures: 5
+  })
   const accounts = createAccountService({
     db,
     now,
     passwords,
     breaches,
+    mfa,
     audit,
     sessions,
     signAccessToken,
@@ -102,6 +118,6 @@ export function createServices ({ db, config, now, signAccessToken, mailer, onMa
     resetEmailsPerHour: config.RATE_LIMIT_RESET_EMAILS_PER_HOUR
   })
   const tasks = createTaskService({ db, now })
-  return { passwords, breaches, audit, outbox, sessions, accounts, credentials, tasks }
+  return { passwords, breaches, audit, outbox, sessions, mfa, accounts, credentials, tasks }
 }
 export type Services = ReturnType<typeof createServices>

@@ -1,0 +1,244 @@
+import { randomUUID } from 'node:crypto'
+import { and, count, eq, gt, isNull, lt, or, sql } from 'drizzle-orm'
+import { Secret, TOTP } from 'otpauth'
+import type { Db, Queryable } from '../db/client.ts'
+import { backupCodes, mfaChallenges, users, type UserRow } from '../db/schema.ts'
+import { AppError } from '../errors.ts'
+import type { AuditLog, RequestContext } from './audit.ts'
+import { createMfaCrypto, generateBackupCode } from './mfa-crypto.ts'
+import type { Outbox } from './outbox.ts'
+import type { PasswordHasher } from './passwords.ts'
+
+/** TOTP as the contract fixes it: SHA1, 6 digits, 30 s, ±1 step. */
+const PERIOD = 30
+const WINDOW = 1
+const BACKUP_CODE_COUNT = 10
+const CODE_FORMAT = /^\d{6}$/
+
+/** A refused second factor, thrown to roll back the transaction that tried it. */
+class Refused extends Error {
+  constructor (readonly reason: string) { super(reason) }
+}
+
+export interface MfaTokenCodec {
+  sign: (claims: { sub: string, jti: string }) => string
+  /** Returns the claims or throws when the token is not a valid, unexpired MFA token. */
+  verify: (token: string) => { sub: string, jti: string }
+}
+
+export interface MfaChallenge {
+  mfaRequired: true
+  mfaToken: string
+  expiresIn: number
+}
+
+/**
+ * TOTP (RFC 6238) and backup codes. Secrets are stored encrypted (AES-256-GCM); backup codes
+ * only as keyed hashes. Every accepted code claims its time step with a compare-and-set on
+ * `users.totp_last_step`, so a code, or an older one, works once, even for two racing logins.
+ */
+export function createMfaService (deps: {
+  db: Db
+  now: () => Date
+  passwords: PasswordHasher
+  audit: AuditLog
+  outbox: Outbox
+  encryptionKey: string
+  issuer: string
+  tokens: MfaTokenCodec
+  challengeSeconds: number
+  maxFailures: number
+}) {
+  const { db, now, audit } = deps
+  const crypto = createMfaCrypto(deps.encryptionKey)
+
+  const totpFor = (secretBase32: string, label: string) => new TOTP({
+    issuer: deps.issuer, label, algorithm: 'SHA1', digits: 6, period: PERIOD, secret: Secret.fromBase32(secretBase32)
+  })
+
+  /** The time step `code` belongs to (within ±1 of now), or null. */
+  function matchStep (secretBase32: string, code: string): number | null {
+    if (!CODE_FORMAT.test(code)) return null
+    const t = now().getTime()
+    const delta = TOTP.validate({ token: code, secret: Secret.fromBase32(secretBase32), algorithm: 'SHA1', digits: 6, period: PERIOD, timestamp: t, window: WINDOW })
+    return delta === null ? null : Math.floor(t / 1000 / PERIOD) + delta
+  }
+
+  /** Compare-and-set: the step is accepted only if it is later than the last one accepted. */
+  async function claimStep (q: Queryable, userId: string, step: number): Promise<boolean> {
+    const rows = await q.update(users).set({ totpLastStep: step })
+      .where(and(eq(users.id, userId), or(isNull(users.totpLastStep), lt(users.totpLastStep, step))))
+      .returning({ id: users.id })
+    return rows.length === 1
+  }
+
+  async function loadUser (userId: string): Promise<UserRow> {
+    const [user] = await db.select().from(users).where(eq(users.id, userId))
+    if (user === undefined) throw new AppError('SESSION_REVOKED')
+    return user
+  }
+
+  async function newBackupCodes (q: Queryable, userId: string): Promise<string[]> {
+    const codes = Array.from({ length: BACKUP_CODE_COUNT }, generateBackupCode)
+    await q.delete(backupCodes).where(eq(backupCodes.userId, userId))
+    const t = now()
+    await q.insert(backupCodes).values(codes.map((c) => ({ userId, codeHash: crypto.hashBackupCode(c), createdAt: t })))
+    return codes
+  }
+
+  async function fail (user: UserRow, ctx: RequestContext, reason: string): Promise<never> {
+    await audit.record({ type: 'mfa_failure', ctx, userId: user.id, email: user.email, success: false, failureReason: reason })
+    throw new AppError('MFA_INVALID_CODE', 'Invalid or already used code')
+  }
+
+  /**
+   * Verifies a current TOTP code of an enabled factor and claims its step, in `q` (a
+   * transaction when the caller has one). Returns false for a wrong or replayed code.
+   */
+  async function useTotp (q: Queryable, user: UserRow, code: string): Promise<'ok' | 'invalid' | 'replayed'> {
+    if (user.totpSecretEnc === null) return 'invalid'
+    const step = matchStep(crypto.decrypt(user.totpSecretEnc, user.id), code)
+    if (step === null) return 'invalid'
+    return await claimStep(q, user.id, step) ? 'ok' : 'replayed'
+  }
+
+  async function requireCode (user: UserRow, code: string, ctx: RequestContext): Promise<void> {
+    const result = await useTotp(db, user, code)
+    if (result !== 'ok') await fail(user, ctx, result === 'replayed' ? 'replayed_code' : 'invalid_code')
+  }
+
+  return {
+    async status (userId: string) {
+      const user = await loadUser(userId)
+      const [row] = await db.select({ n: count() }).from(backupCodes).where(and(eq(backupCodes.userId, userId), isNull(backupCodes.usedAt)))
+      return { enabled: user.mfaEnabled, backupCodesRemaining: user.mfaEnabled ? (row?.n ?? 0) : 0 }
+    },
+
+    /** A new 160-bit secret, pending until confirmed with a code. The password is re-checked. */
+    async setup (userId: string, password: string, ctx: RequestContext) {
+      const user = await loadUser(userId)
+      if (user.mfaEnabled) throw new AppError('MFA_ALREADY_ENABLED', 'Multi-factor authentication is already enabled')
+      if (!await deps.passwords.verify(user.passwordHash, password)) {
+        await audit.record({ type: 'mfa_failure', ctx, userId, email: user.email, success: false, failureReason: 'invalid_password' })
+        throw new AppError('AUTH_INVALID_CREDENTIALS', 'Password is incorrect')
+      }
+      const secret = new Secret({ size: 20 }).base32
+      await db.update(users).set({ totpPendingSecretEnc: crypto.encrypt(secret, user.id), updatedAt: now() }).where(eq(users.id, userId))
+      return { secret, otpauthUri: totpFor(secret, user.email).toString() }
+    },
+
+    /** Turns MFA on with a code from the pending secret; returns the backup codes, once. */
+    async confirm (userId: string, code: string, ctx: RequestContext) {
+      const user = await loadUser(userId)
+      if (user.mfaEnabled) throw new AppError('MFA_ALREADY_ENABLED', 'Multi-factor authentication is already enabled')
+      if (user.totpPendingSecretEnc === null) throw new AppError('VALIDATION_ERROR', 'No TOTP setup in progress: call /api/auth/mfa/totp/setup first')
+      const step = matchStep(crypto.decrypt(user.totpPendingSecretEnc, user.id), code)
+      if (step === null) await fail(user, ctx, 'invalid_code')
+      // Never call `db` inside a transaction: on PGlite (one connection) it would wait forever.
+      const result = await db.transaction(async (tx) => {
+        if (!await claimStep(tx, user.id, step as number)) return undefined
+        const [enabled] = await tx.update(users)
+          .set({ mfaEnabled: true, totpSecretEnc: user.totpPendingSecretEnc, totpPendingSecretEnc: null, updatedAt: now() })
+          .where(and(eq(users.id, userId), eq(users.mfaEnabled, false)))
+          .returning({ id: users.id })
+        if (enabled === undefined) throw new AppError('MFA_ALREADY_ENABLED', 'Multi-factor authentication is already enabled')
+        const codes = await newBackupCodes(tx, userId)
+        await audit.record({ type: 'mfa_enabled', ctx, userId, email: user.email, success: true }, tx)
+        return { backupCodes: codes }
+      })
+      return result ?? fail(user, ctx, 'replayed_code')
+    },
+
+    /** Replaces every backup code; needs a current TOTP code. */
+    async regenerateBackupCodes (userId: string, code: string, ctx: RequestContext) {
+      const user = await loadUser(userId)
+      if (!user.mfaEnabled) throw new AppError('VALIDATION_ERROR', 'Multi-factor authentication is not enabled')
+      await requireCode(user, code, ctx)
+      return { backupCodes: await db.transaction((tx) => newBackupCodes(tx, userId)) }
+    },
+
+    /** Turns MFA off (password and a current code), and tells the user by email. */
+    async disable (userId: string, input: { password: string, code: string }, ctx: RequestContext) {
+      const user = await loadUser(userId)
+      if (!user.mfaEnabled) throw new AppError('VALIDATION_ERROR', 'Multi-factor authentication is not enabled')
+      if (!await deps.passwords.verify(user.passwordHash, input.password)) {
+        await audit.record({ type: 'mfa_failure', ctx, userId, email: user.email, success: false, failureReason: 'invalid_password' })
+        throw new AppError('AUTH_INVALID_CREDENTIALS', 'Password is incorrect')
+      }
+      await requireCode(user, input.code, ctx)
+      const t = now()
+      await db.transaction(async (tx) => {
+        await tx.update(users).set({ mfaEnabled: false, totpSecretEnc: null, totpPendingSecretEnc: null, updatedAt: t }).where(eq(users.id, userId))
+        await tx.delete(backupCodes).where(eq(backupCodes.userId, userId))
+        await audit.record({ type: 'mfa_disabled', ctx, userId, email: user.email, success: true }, tx)
+        await deps.outbox.enqueue(tx, 'mfa_disabled', {
+          to: user.email,
+          subject: 'Two-step verification was turned off',
+          text: [
+            `Two-step verification (TOTP) was turned off for your account at ${t.toISOString()} from IP ${ctx.ip}.`,
+            'If this was not you, reset your password and turn it back on at once.'
+          ].join('\n')
+        })
+      })
+    },
+
+    /** After a correct password for an MFA account: a challenge, answered at /login/mfa. */
+    async startChallenge (userId: string): Promise<MfaChallenge> {
+      const t = now()
+      const id = randomUUID()
+      await db.insert(mfaChallenges).values({ id, userId, createdAt: t, expiresAt: new Date(t.getTime() + deps.challengeSeconds * 1000) })
+      return { mfaRequired: true, mfaToken: deps.tokens.sign({ sub: userId, jti: id }), expiresIn: deps.challengeSeconds }
+    },
+
+    /**
+     * Checks the second factor for a challenge. On success, `complete(tx, user, amr)` runs in the
+     * same transaction that consumes the challenge and the code, so a login is created exactly
+     * when the code is spent. A wrong code counts against the challenge (exhausted after
+     * `maxFailures`).
+     */
+    async answerChallenge<T> (mfaToken: string, answer: { code?: string, backupCode?: string }, ctx: RequestContext,
+      complete: (tx: Queryable, user: UserRow) => Promise<T>): Promise<T> {
+      let claims: { sub: string, jti: string }
+      try {
+        claims = deps.tokens.verify(mfaToken)
+      } catch {
+        throw new AppError('MFA_TOKEN_INVALID', 'MFA challenge is invalid or has expired')
+      }
+      const live = (id: string) => and(eq(mfaChallenges.id, id), eq(mfaChallenges.userId, claims.sub), isNull(mfaChallenges.consumedAt),
+        gt(mfaChallenges.expiresAt, now()), lt(mfaChallenges.failedAttempts, deps.maxFailures))
+      const [challenge] = await db.select().from(mfaChallenges).where(live(claims.jti))
+      const user = challenge === undefined ? undefined : await loadUser(claims.sub)
+      if (challenge === undefined || user === undefined || !user.mfaEnabled || !user.isActive) {
+        throw new AppError('MFA_TOKEN_INVALID', 'MFA challenge is invalid or has expired')
+      }
+
+      // A refused answer must roll the transaction back (the challenge stays unconsumed), so it
+      // leaves the transaction as an exception and is counted afterwards.
+      let value: T
+      try {
+        value = await db.transaction(async (tx) => {
+          const [consumed] = await tx.update(mfaChallenges).set({ consumedAt: now() }).where(live(challenge.id)).returning({ id: mfaChallenges.id })
+          if (consumed === undefined) throw new Refused('challenge_gone')
+          if (answer.backupCode !== undefined) {
+            const [used] = await tx.update(backupCodes).set({ usedAt: now() })
+              .where(and(eq(backupCodes.userId, user.id), eq(backupCodes.codeHash, crypto.hashBackupCode(answer.backupCode)), isNull(backupCodes.usedAt)))
+              .returning({ id: backupCodes.id })
+            if (used === undefined) throw new Refused('invalid_backup_code')
+            await audit.record({ type: 'backup_code_used', ctx, userId: user.id, email: user.email, success: true }, tx)
+          } else {
+            const result = await useTotp(tx, user, answer.code ?? '')
+            if (result !== 'ok') throw new Refused(result === 'replayed' ? 'replayed_code' : 'invalid_code')
+          }
+          return complete(tx, user)
+        })
+      } catch (err) {
+        if (!(err instanceof Refused)) throw err
+        if (err.reason === 'challenge_gone') throw new AppError('MFA_TOKEN_INVALID', 'MFA challenge is invalid or has expired')
+        await db.update(mfaChallenges).set({ failedAttempts: sql`${mfaChallenges.failedAttempts} + 1` }).where(eq(mfaChallenges.id, challenge.id))
+        return fail(user, ctx, err.reason)
+      }
+      return value
+    }
+  }
+}
+export type MfaService = ReturnType<typeof createMfaService>
