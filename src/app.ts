@@ -99,8 +99,17 @@ export async function buildApp (opts: BuildAppOptions) {
   app.setValidatorCompiler(validators())
   app.decorate('config', config)
   let closing = false
+  let drainTimer: NodeJS.Timeout | undefined
   app.decorate('isClosing', () => closing)
-  app.addHook('preClose', async () => { closing = true })
+  app.addHook('preClose', async () => {
+    closing = true
+    // Requests in flight get SHUTDOWN_DRAIN_MS to finish. Then every connection is closed, including
+    // ones a browser opened ahead of time and never used: Node does not count those as idle,
+    // and they would hold the shutdown open until its request timeout.
+    drainTimer = setTimeout(() => app.server.closeAllConnections(), config.SHUTDOWN_DRAIN_MS)
+    drainTimer.unref()
+  })
+  app.addHook('onClose', async () => { clearTimeout(drainTimer) })
   app.addHook('onRequest', async (request, reply) => { reply.header('x-request-id', request.id) })
   app.addSchema(ErrorSchema)
   app.addSchema(UserSchema)

@@ -1,3 +1,4 @@
+import { type AddressInfo, connect } from 'node:net'
 import inject from 'light-my-request'
 import t from 'tap'
 import { buildTestApp, logCapture, openTestDb } from '../helper.ts'
@@ -65,4 +66,19 @@ t.test('health routes are neither rate limited nor logged at info', async (t) =>
   t.equal(limited.json().code, 'RATE_LIMITED')
   t.ok(Number(limited.headers['retry-after']) > 0)
   t.match(logs.text(), /api\/auth\/me/, 'other requests are logged')
+})
+
+t.test('shutdown closes connections that never sent a request once in-flight requests are done', async (t) => {
+  const app = await buildTestApp(t, { env: { SHUTDOWN_DRAIN_MS: '300' } })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as AddressInfo
+  // A connection opened ahead of time and never used, as browsers do.
+  const silent = connect(port, '127.0.0.1')
+  await new Promise((resolve) => silent.once('connect', resolve))
+  const closed = new Promise((resolve) => silent.once('close', resolve))
+  const started = Date.now()
+  await app.close()
+  await closed
+  const took = Date.now() - started
+  t.ok(took >= 250 && took < 5000, `closed after the drain time (${took} ms)`)
 })
