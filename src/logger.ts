@@ -5,9 +5,12 @@ import type { FastifyServerOptions } from 'fastify'
  * hold a password, token, code or secret, at the top level or one/two levels down.
  */
 const SECRET_FIELDS = [
-  'password', 'currentPassword', 'newPassword', 'token', 'accessToken', 'refreshToken', 'mfaToken',
-  'secret', 'code', 'backupCode', 'backupCodes', 'otpauthUri', 'authorization', 'cookie', 'jwtSecret'
+  'password', 'currentPassword', 'newPassword', 'passwordHash', 'token', 'accessToken', 'refreshToken',
+  'mfaToken', 'tokenHash', 'secret', 'totpSecret', 'totpSecretEnc', 'totpPendingSecretEnc', 'backupCode',
+  'backupCodes', 'codeHash', 'otpauthUri', 'authorization', 'cookie', 'jwtSecret'
 ]
+// `code` is not in the list: it names error codes (FST_ERR_…, ECONNREFUSED) that operators need.
+// Request bodies, where TOTP codes travel, are never logged.
 export const REDACT_PATHS = [
   'req.headers.authorization',
   'req.headers.cookie',

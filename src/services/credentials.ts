@@ -1,9 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto'
 import { and, eq, gt, isNull, sql } from 'drizzle-orm'
 import type { Db } from '../db/client.ts'
 import { passwordResetTokens, users } from '../db/schema.ts'
 import { AppError } from '../errors.ts'
 import type { AuditLog, RequestContext } from './audit.ts'
+import { hashOpaqueToken, newOpaqueToken, OPAQUE_TOKEN_FORMAT } from './opaque-tokens.ts'
 import type { BreachChecker } from './hibp.ts'
 import type { Outbox } from './outbox.ts'
 import { assertPasswordPolicy } from './password-policy.ts'
@@ -11,8 +11,6 @@ import type { PasswordHasher } from './passwords.ts'
 import type { SessionService } from './sessions.ts'
 import { normaliseEmail } from './accounts.ts'
 
-const RESET_TOKEN_FORMAT = /^[A-Za-z0-9_-]{43}$/
-const hashToken = (token: string) => createHash('sha256').update(token).digest('hex')
 
 /**
  * The password lifecycle after signup: forgotten password by email, reset, change, and the
@@ -67,10 +65,10 @@ export function createCredentialService (deps: {
           await audit.record({ type: 'password_reset_requested', ctx, userId: user.id, email, success: false, failureReason: 'account_limit' }, tx)
           return
         }
-        const token = randomBytes(32).toString('base64url')
+        const token = newOpaqueToken()
         await tx.insert(passwordResetTokens).values({
           userId: user.id,
-          tokenHash: hashToken(token),
+          tokenHash: hashOpaqueToken(token),
           createdAt: t,
           expiresAt: new Date(t.getTime() + deps.resetTokenMinutes * 60_000),
           requestedIp: ctx.ip
@@ -98,13 +96,13 @@ export function createCredentialService (deps: {
      * not be the only one who knew it.
      */
     async reset (token: string, newPassword: string, ctx: RequestContext): Promise<void> {
-      if (!RESET_TOKEN_FORMAT.test(token)) throw new AppError('RESET_TOKEN_INVALID', 'Reset link is invalid or has expired')
+      if (!OPAQUE_TOKEN_FORMAT.test(token)) throw new AppError('RESET_TOKEN_INVALID', 'Reset link is invalid or has expired')
       await assertAcceptable(newPassword)
       const passwordHash = await passwords.hash(newPassword)
       const t = now()
       const userId = await db.transaction(async (tx) => {
         const [consumed] = await tx.update(passwordResetTokens).set({ usedAt: t })
-          .where(and(eq(passwordResetTokens.tokenHash, hashToken(token)), isNull(passwordResetTokens.usedAt), gt(passwordResetTokens.expiresAt, t)))
+          .where(and(eq(passwordResetTokens.tokenHash, hashOpaqueToken(token)), isNull(passwordResetTokens.usedAt), gt(passwordResetTokens.expiresAt, t)))
           .returning()
         const [user] = consumed === undefined
           ? []

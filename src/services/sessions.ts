@@ -1,9 +1,10 @@
-import { createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto'
+import { createHmac, hkdfSync } from 'node:crypto'
 import { and, desc, eq, gt, inArray, isNull, ne } from 'drizzle-orm'
 import type { Db, Queryable } from '../db/client.ts'
 import { refreshTokens, sessions, users, type SessionRow, type UserRow } from '../db/schema.ts'
 import { AppError } from '../errors.ts'
 import type { AuditLog, RequestContext } from './audit.ts'
+import { hashOpaqueToken, newOpaqueToken, OPAQUE_TOKEN_FORMAT } from './opaque-tokens.ts'
 import type { Outbox } from './outbox.ts'
 
 export type Amr = 'pwd' | 'otp'
@@ -30,9 +31,6 @@ export interface PublicSession {
   current: boolean
 }
 
-/** 256 bits, base64url without padding. */
-const TOKEN_FORMAT = /^[A-Za-z0-9_-]{43}$/
-const hashToken = (token: string) => createHash('sha256').update(token).digest('hex')
 
 /**
  * Sessions and their refresh-token families (RFC 9700 §4.14).
@@ -70,7 +68,7 @@ export function createSessionService (deps: {
     await tx.insert(refreshTokens).values({
       sessionId: session.id,
       userId: session.userId,
-      tokenHash: hashToken(token),
+      tokenHash: hashOpaqueToken(token),
       parentId,
       createdAt: t,
       expiresAt,
@@ -133,7 +131,7 @@ export function createSessionService (deps: {
         expiresAt: new Date(t.getTime() + lifetimeMs)
       }).returning()
       if (session === undefined) throw new Error('session insert returned no row')
-      const token = randomBytes(32).toString('base64url')
+      const token = newOpaqueToken()
       const expiresAt = await insertToken(tx, session, token, null, ctx, t)
       return { session, refresh: { token, expiresAt } }
     },
@@ -144,8 +142,8 @@ export function createSessionService (deps: {
      * one token all see the first rotation and get its successor.
      */
     async rotate (token: string, ctx: RequestContext) {
-      if (!TOKEN_FORMAT.test(token)) throw new AppError('REFRESH_TOKEN_INVALID')
-      const hash = hashToken(token)
+      if (!OPAQUE_TOKEN_FORMAT.test(token)) throw new AppError('REFRESH_TOKEN_INVALID')
+      const hash = hashOpaqueToken(token)
       const [found] = await db.select({ userId: refreshTokens.userId, sessionId: refreshTokens.sessionId })
         .from(refreshTokens).where(eq(refreshTokens.tokenHash, hash))
       if (found === undefined) throw new AppError('REFRESH_TOKEN_INVALID')
@@ -174,7 +172,7 @@ export function createSessionService (deps: {
         const [child] = await tx.select().from(refreshTokens).where(eq(refreshTokens.parentId, row.id))
         const inGrace = deps.graceSeconds > 0 && t.getTime() - row.rotatedAt.getTime() <= deps.graceSeconds * 1000
         if (inGrace && child !== undefined && child.rotatedAt === null && child.revokedAt === null &&
-          child.expiresAt > t && child.tokenHash === hashToken(successor)) {
+          child.expiresAt > t && child.tokenHash === hashOpaqueToken(successor)) {
           await tx.update(sessions).set({ lastUsedAt: t }).where(eq(sessions.id, session.id))
           await audit.record({
             type: 'refresh', ctx, userId: user.id, email: user.email, success: true, metadata: { sessionId: session.id, replayedWithinGrace: true }
@@ -218,10 +216,10 @@ export function createSessionService (deps: {
 
     /** The session a refresh token belongs to (any state), for logout by cookie. */
     async findByToken (token: string): Promise<SessionRow | undefined> {
-      if (!TOKEN_FORMAT.test(token)) return undefined
+      if (!OPAQUE_TOKEN_FORMAT.test(token)) return undefined
       const [row] = await db.select({ session: sessions }).from(refreshTokens)
         .innerJoin(sessions, eq(sessions.id, refreshTokens.sessionId))
-        .where(eq(refreshTokens.tokenHash, hashToken(token)))
+        .where(eq(refreshTokens.tokenHash, hashOpaqueToken(token)))
       return row?.session
     },
 

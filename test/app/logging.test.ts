@@ -31,12 +31,17 @@ t.test('no password, token or cookie reaches the logs, even at trace level', asy
     payload: { password: 'Careless-Passw0rd-1', token: 'careless-token-value', nested: { secret: 'nested-secret-value' }, currentPassword: PASSWORD }
   })
 
+  const setup = await app.inject({ method: 'POST', url: '/api/auth/mfa/totp/setup', headers: { authorization: `Bearer ${token}` }, payload: { password } })
+  t.equal(setup.statusCode, 200)
+  const totpSecret = setup.json().secret as string
+  await app.inject({ method: 'POST', url: '/api/auth/mfa/totp/confirm', headers: { authorization: `Bearer ${token}` }, payload: { code: '000000' } })
+
   const text = logs.text()
   t.ok(logs.lines.length > 5, 'logs were captured')
   t.match(text, /"reqId"/, 'lines carry request ids')
   t.match(text, /\[Redacted\]/, 'redaction happened')
   for (const secret of [password, 'Wrong-Passw0rd-ABC', token, token.split('.')[2] ?? 'x', 'cookie-secret-value-123',
-    'Careless-Passw0rd-1', 'careless-token-value', 'nested-secret-value', PASSWORD]) {
+    'Careless-Passw0rd-1', 'careless-token-value', 'nested-secret-value', PASSWORD, totpSecret]) {
     t.notOk(text.includes(secret), `log does not contain ${secret.slice(0, 12)}…`)
   }
   t.match(text, /careless body log/, 'the careless lines were written (redacted)')

@@ -8,6 +8,7 @@ import t from 'tap'
 import type { App } from '../../src/app.ts'
 import { sessions, tasks, users } from '../../src/db/schema.ts'
 import { assertError, bearer, buildTestApp, signup, testClock, type Test } from '../helper.ts'
+import type { PublicTask } from '../../src/services/tasks.ts'
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -15,14 +16,7 @@ import { assertError, bearer, buildTestApp, signup, testClock, type Test } from 
 
 type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE'
 
-interface Task {
-  id: string
-  title: string
-  description: string | null
-  completed: boolean
-  createdAt: string
-  updatedAt: string
-}
+type Task = PublicTask
 
 interface TaskList { items: Task[], total: number }
 
