@@ -3,10 +3,10 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import cookie from '@fastify/cookie'
 import { Ajv } from 'ajv'
 import addFormatsModule from 'ajv-formats'
-import Fastify, { type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyReply, type FastifyServerOptions } from 'fastify'
 import authPlugin from '../plugins/auth.ts'
 import dbPlugin from '../plugins/db.ts'
-import errorsPlugin from '../plugins/errors.ts'
+import errorsPlugin, { toErrorBody } from '../plugins/errors.ts'
 import jwtPlugin from '../plugins/jwt.ts'
 import rateLimitPlugin from '../plugins/rate-limit.ts'
 import securityPlugin from '../plugins/security.ts'
@@ -93,6 +93,28 @@ export async function buildApp (opts: BuildAppOptions) {
     // While draining, requests still reach the routes: /health/ready answers 503 in the
     // contract's shape (Fastify's own 503 would not be), the rest finish normally.
     return503OnClosing: false,
+    // Errors Fastify raises before routing (a malformed URL) bypass the error handler.
+    frameworkErrors: (error, _request, reply: FastifyReply) => {
+      const out = toErrorBody(error)
+      reply.code(out.statusCode).send(out)
+    },
+    // Requests Node's HTTP parser rejects never reach Fastify's error handler: answer them in
+    // the contract's shape too.
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
+      if (err.code === 'ECONNRESET' || !socket.writable) {
+        socket.destroy()
+        return
+      }
+      const tooLarge = err.code === 'HPE_HEADER_OVERFLOW'
+      const status = tooLarge ? 431 : 400
+      const body = JSON.stringify({
+        statusCode: status,
+        code: tooLarge ? 'PAYLOAD_TOO_LARGE' : 'VALIDATION_ERROR',
+        error: tooLarge ? 'Request Header Fields Too Large' : 'Bad Request',
+        message: tooLarge ? 'Request headers are too large' : 'Malformed HTTP request'
+      })
+      socket.end(`HTTP/1.1 ${status} ${tooLarge ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+    },
     forceCloseConnections: 'idle'
   }).withTypeProvider<TypeBoxTypeProvider>()
 

@@ -1,3 +1,4 @@
+import { type AddressInfo, connect } from 'node:net'
 import t from 'tap'
 import { users } from '../../src/db/schema.ts'
 import { assertError, buildTestApp, logCapture, openTestDb, PASSWORD, uniqueEmail } from '../helper.ts'
@@ -62,4 +63,26 @@ t.test('database down: API routes answer 503 SERVICE_UNAVAILABLE, never a stack'
   await db.drop()
   const res = await app.inject({ method: 'POST', url: '/api/auth/login', payload: { email: uniqueEmail(), password: PASSWORD } })
   assertError(t, res, 503, 'SERVICE_UNAVAILABLE')
+})
+
+t.test('malformed HTTP and oversized headers get the contract shape too', async (t) => {
+  const app = await buildTestApp(t)
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as AddressInfo
+  const raw = (request: string) => new Promise<string>((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => socket.end(request))
+    let out = ''
+    socket.on('data', (d) => { out += d })
+    socket.on('close', () => resolve(out))
+    socket.on('error', reject)
+  })
+  const garbage = await raw('THIS IS NOT HTTP\r\n\r\n')
+  t.match(garbage, /^HTTP\/1\.1 400 /)
+  t.same(JSON.parse(garbage.slice(garbage.indexOf('\r\n\r\n') + 4)), { statusCode: 400, code: 'VALIDATION_ERROR', error: 'Bad Request', message: 'Malformed HTTP request' })
+  const huge = await raw(`GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`)
+  t.match(huge, /^HTTP\/1\.1 431 /)
+  t.match(huge, /"code":"PAYLOAD_TOO_LARGE"/)
+  const bad = await app.inject({ url: '/api/%E0%A4%A' })
+  t.equal(bad.statusCode, 400)
+  t.equal(bad.json().code, 'VALIDATION_ERROR')
 })
