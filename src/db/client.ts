@@ -19,6 +19,8 @@ export interface DbHandle {
   migrate: () => Promise<void>
   /** Closes the connection(s); queries fail afterwards. */
   close: () => Promise<void>
+  /** PGlite only: the whole database as a gzipped tarball (for `connectPglite({ from })`). */
+  snapshot?: () => Promise<Blob>
 }
 
 /**
@@ -71,20 +73,26 @@ export async function connectPostgres (url: string, opts: { max?: number } = {})
   }
 }
 
-/** Embedded PostgreSQL (PGlite): `dataDir` on disk, or in memory when undefined. */
-export async function connectPglite (dataDir?: string): Promise<DbHandle> {
+/**
+ * Embedded PostgreSQL (PGlite): `dataDir` on disk, or in memory when undefined; `from` starts
+ * an in-memory database from a snapshot.
+ */
+export async function connectPglite (dataDir?: string, opts: { from?: Blob } = {}): Promise<DbHandle> {
   const { PGlite } = await import('@electric-sql/pglite')
   const { drizzle } = await import('drizzle-orm/pglite')
   const { migrate } = await import('drizzle-orm/pglite/migrator')
   if (dataDir !== undefined) mkdirSync(dataDir, { recursive: true })
-  const client = new PGlite(dataDir === undefined ? undefined : resolve(dataDir))
+  const client = opts.from !== undefined
+    ? new PGlite({ loadDataDir: opts.from })
+    : new PGlite(dataDir === undefined ? undefined : resolve(dataDir))
   await client.waitReady
   const db = drizzle(client, { schema })
   return {
     db: db as unknown as Db,
     kind: 'pglite',
     migrate: () => migrate(db, { migrationsFolder: migrationsFolder() }),
-    close: async () => { if (!client.closed) await client.close() }
+    close: async () => { if (!client.closed) await client.close() },
+    snapshot: () => client.dumpDataDir('gzip')
   }
 }
 

@@ -181,7 +181,8 @@ export function createAccountService (deps: {
       // Parameters changed since this hash was made: upgrade it while we hold the password.
       if (passwords.needsRehash(user.passwordHash)) {
         const rehash = await passwords.hash(input.password)
-        await db.update(users).set({ passwordHash: rehash }).where(eq(users.id, user.id))
+        // Only if the hash is still the one verified: a password change in between wins.
+        await db.update(users).set({ passwordHash: rehash }).where(and(eq(users.id, user.id), eq(users.passwordHash, user.passwordHash)))
       }
       // A second factor is due: no session, no cookie, only a challenge token.
       if (user.mfaEnabled) return deps.mfa.startChallenge(user.id)
