@@ -122,6 +122,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     // one is enough to log out, so an expired access token does not keep the session alive.
     const ctx = requestContext(request)
     const token = refreshCookie(request)
+    if (token !== undefined) assertAllowedOrigin(request, c) // before anything is revoked
     let loggedOut: string | undefined
     let bearerError: unknown
     if (request.headers.authorization !== undefined) {
@@ -135,7 +136,6 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       }
     }
     if (token !== undefined) {
-      assertAllowedOrigin(request, c)
       clearRefreshCookie(reply, c)
       const session = await fastify.services.sessions.findByToken(token)
       if (session !== undefined && session.id !== loggedOut) {

@@ -310,3 +310,13 @@ t.test('sessions list marks the current one; delete ends only one\'s own', async
   t.equal(after.json().items.length, 1, 'active sessions only')
   assertError(t, await app.inject({ url: '/api/auth/sessions' }), 401, 'AUTH_REQUIRED')
 })
+
+t.test('logout from a foreign Origin with Bearer and cookie revokes nothing', async (t) => {
+  const app = await buildTestApp(t, { env: { CORS_ORIGINS: 'https://app.example.com' } })
+  const s = await session(app)
+  const res = await app.inject({
+    method: 'POST', url: '/api/auth/logout', headers: { ...bearer(s.accessToken), origin: 'https://evil.example.com' }, cookies: { refresh_token: s.cookie }
+  })
+  assertError(t, res, 403, 'CSRF_REJECTED')
+  t.equal((await app.inject({ url: '/api/auth/me', headers: bearer(s.accessToken) })).statusCode, 200, 'the session is still live')
+})
