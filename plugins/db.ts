@@ -27,6 +27,9 @@ async function db (fastify: FastifyInstance, opts: DbPluginOptions) {
     fastify.addHook('onClose', async () => { await owned.close() })
     await handle.migrate()
     fastify.log.info({ driver: handle.kind }, 'database migrated')
+    if (handle.kind === 'pglite' && fastify.config.NODE_ENV === 'production') {
+      fastify.log.warn('DATABASE_URL is not set: running on the embedded PGlite database, which is meant for development (one connection, main thread, no horizontal scaling)')
+    }
   }
   fastify.decorate('db', handle.db)
   fastify.decorate('dbHandle', handle)
