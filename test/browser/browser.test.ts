@@ -1,5 +1,5 @@
 /**
- * Runs the browser tests (cookies.browser.ts) when Debian's Chromium is installed. CI installs
+ * Runs the browser tests (*.browser.ts) when Debian's Chromium is installed. CI installs
  * it (.ci/run) and fails here if it is missing; a developer machine without it reports the file
  * as skipped, with the command that enables it.
  */
@@ -8,6 +8,7 @@ import t from 'tap'
 
 if (existsSync('/usr/bin/chromium')) {
   await import('./cookies.browser.ts')
+  await import('./docs.browser.ts')
 } else if (process.env.CI === 'true') {
   throw new Error('/usr/bin/chromium is required in CI (apt-get install chromium)')
 } else {
