@@ -2,14 +2,12 @@ import { STATUS_CODES } from 'node:http'
 import type { FastifyError, FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import { AppError, type ErrorCode } from '../src/errors.ts'
+import type { ErrorBody } from '../src/schemas/common.ts'
 
 /** Codes for errors that Fastify or a library raise with a statusCode but no contract code. */
 const FASTIFY_CODES: Record<string, ErrorCode> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'PAYLOAD_TOO_LARGE',
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
-  FST_ERR_CTP_INVALID_JSON_BODY: 'VALIDATION_ERROR',
-  FST_ERR_CTP_EMPTY_JSON_BODY: 'VALIDATION_ERROR',
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'VALIDATION_ERROR'
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE'
 }
 const BY_STATUS: Record<number, ErrorCode> = {
   400: 'VALIDATION_ERROR',
@@ -46,26 +44,25 @@ function hasNul (value: unknown): boolean {
   return false
 }
 
-interface ErrorBody { statusCode: number, code: string, error: string, message: string }
-
-const body = (statusCode: number, code: string, message: string): ErrorBody =>
+/** The contract's error body; `error` is the status text. */
+export const errorBody = (statusCode: number, code: string, message: string): ErrorBody =>
   ({ statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message })
 
 /** Maps anything thrown to the contract's error body; 5xx never reveal internals. */
 export function toErrorBody (err: FastifyError | AppError | Error): ErrorBody {
-  if (err instanceof AppError) return body(err.statusCode, err.code, err.message)
+  if (err instanceof AppError) return errorBody(err.statusCode, err.code, err.message)
   const e = err as FastifyError
-  if (e.validation !== undefined) return body(400, 'VALIDATION_ERROR', e.message)
+  if (e.validation !== undefined) return errorBody(400, 'VALIDATION_ERROR', e.message)
   if (e.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (e instanceof SyntaxError && e.statusCode === 400)) {
-    return body(400, 'VALIDATION_ERROR', 'Body is not valid JSON')
+    return errorBody(400, 'VALIDATION_ERROR', 'Body is not valid JSON')
   }
   const status = e.statusCode
   if (status !== undefined && status >= 400 && status < 500) {
     const code = FASTIFY_CODES[e.code] ?? BY_STATUS[status] ?? 'VALIDATION_ERROR'
-    return body(status, code, e.message)
+    return errorBody(status, code, e.message)
   }
-  if (isDatabaseDown(err)) return body(503, 'SERVICE_UNAVAILABLE', 'Service temporarily unavailable')
-  return body(500, 'INTERNAL_ERROR', 'Internal Server Error')
+  if (isDatabaseDown(err)) return errorBody(503, 'SERVICE_UNAVAILABLE', 'Service temporarily unavailable')
+  return errorBody(500, 'INTERNAL_ERROR', 'Internal Server Error')
 }
 
 /**
@@ -99,7 +96,7 @@ async function errors (fastify: FastifyInstance) {
   })
 
   fastify.setNotFoundHandler(function notFound (request, reply) {
-    return reply.code(404).send(body(404, 'NOT_FOUND', `Route ${request.method} ${request.url.split('?')[0]} not found`))
+    return reply.code(404).send(errorBody(404, 'NOT_FOUND', `Route ${request.method} ${request.url.split('?')[0]} not found`))
   })
 }
 

@@ -6,7 +6,7 @@ import addFormatsModule from 'ajv-formats'
 import Fastify, { type FastifyReply, type FastifyServerOptions } from 'fastify'
 import authPlugin from '../plugins/auth.ts'
 import dbPlugin from '../plugins/db.ts'
-import errorsPlugin, { toErrorBody } from '../plugins/errors.ts'
+import errorsPlugin, { errorBody, toErrorBody } from '../plugins/errors.ts'
 import jwtPlugin from '../plugins/jwt.ts'
 import rateLimitPlugin from '../plugins/rate-limit.ts'
 import securityPlugin from '../plugins/security.ts'
@@ -105,15 +105,11 @@ export async function buildApp (opts: BuildAppOptions) {
         socket.destroy()
         return
       }
-      const tooLarge = err.code === 'HPE_HEADER_OVERFLOW'
-      const status = tooLarge ? 431 : 400
-      const body = JSON.stringify({
-        statusCode: status,
-        code: tooLarge ? 'PAYLOAD_TOO_LARGE' : 'VALIDATION_ERROR',
-        error: tooLarge ? 'Request Header Fields Too Large' : 'Bad Request',
-        message: tooLarge ? 'Request headers are too large' : 'Malformed HTTP request'
-      })
-      socket.end(`HTTP/1.1 ${status} ${tooLarge ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+      const out = err.code === 'HPE_HEADER_OVERFLOW'
+        ? errorBody(431, 'PAYLOAD_TOO_LARGE', 'Request headers are too large')
+        : errorBody(400, 'VALIDATION_ERROR', 'Malformed HTTP request')
+      const body = JSON.stringify(out)
+      socket.end(`HTTP/1.1 ${out.statusCode} ${out.error}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
     },
     forceCloseConnections: 'idle'
   }).withTypeProvider<TypeBoxTypeProvider>()

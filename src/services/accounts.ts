@@ -127,6 +127,19 @@ export function createAccountService (deps: {
     return Math.max(1, Math.ceil((nth.createdAt.getTime() + windowMinutes * 60_000 - t) / 1000))
   }
 
+  const emailOf = async (userId: string) =>
+    (await db.select({ email: users.email }).from(users).where(eq(users.id, userId)))[0]?.email ?? null
+
+  /** Revokes one session and records `logout` when it was live; returns whether it was. */
+  async function endSession (userId: string, sessionId: string, reason: string, ctx: RequestContext, metadata: Record<string, unknown>) {
+    const email = await emailOf(userId)
+    return db.transaction(async (tx) => {
+      const live = await deps.sessions.revoke(userId, sessionId, reason, tx)
+      if (live) await audit.record({ type: 'logout', ctx, userId, email, success: true, metadata }, tx)
+      return live
+    })
+  }
+
   /** The end of every successful login: a session, lastLoginAt, the audit row, the tokens. */
   async function completeLogin (tx: Queryable, user: UserRow, amr: Amr[], ctx: RequestContext): Promise<AuthResult> {
     const [updated] = await tx.update(users).set({ lastLoginAt: now() }).where(eq(users.id, user.id)).returning()
@@ -202,31 +215,23 @@ export function createAccountService (deps: {
 
     /** Ends one session (this device). */
     async logout (userId: string, sessionId: string, ctx: RequestContext): Promise<void> {
-      const [user] = await db.select({ email: users.email }).from(users).where(eq(users.id, userId))
-      await db.transaction(async (tx) => {
-        await deps.sessions.revoke(userId, sessionId, 'logout', tx)
-        await audit.record({ type: 'logout', ctx, userId, email: user?.email ?? null, success: true, metadata: { sessionId } }, tx)
-      })
+      await endSession(userId, sessionId, 'logout', ctx, { sessionId })
     },
 
     /** Ends every session of the user, this one included; returns how many were live. */
     async logoutAll (userId: string, ctx: RequestContext): Promise<number> {
-      const [user] = await db.select({ email: users.email }).from(users).where(eq(users.id, userId))
+      const email = await emailOf(userId)
       return db.transaction(async (tx) => {
         const revoked = await deps.sessions.revokeAll(userId, 'logout_all', tx)
-        await audit.record({ type: 'logout_all', ctx, userId, email: user?.email ?? null, success: true, metadata: { revoked } }, tx)
+        await audit.record({ type: 'logout_all', ctx, userId, email, success: true, metadata: { revoked } }, tx)
         return revoked
       })
     },
 
     /** DELETE /sessions/:id: only the caller's own live sessions; anything else is a 404. */
     async revokeSession (userId: string, sessionId: string, ctx: RequestContext): Promise<void> {
-      const [user] = await db.select({ email: users.email }).from(users).where(eq(users.id, userId))
-      await db.transaction(async (tx) => {
-        const live = await deps.sessions.revoke(userId, sessionId, 'revoked_by_user', tx)
-        if (!live) throw new AppError('NOT_FOUND', 'Session not found')
-        await audit.record({ type: 'logout', ctx, userId, email: user?.email ?? null, success: true, metadata: { sessionId, via: 'sessions_api' } }, tx)
-      })
+      const live = await endSession(userId, sessionId, 'revoked_by_user', ctx, { sessionId, via: 'sessions_api' })
+      if (!live) throw new AppError('NOT_FOUND', 'Session not found')
     },
 
     async getUser (userId: string): Promise<PublicUser> {

@@ -1,5 +1,5 @@
 import { and, eq, gt, isNull, sql } from 'drizzle-orm'
-import type { Db } from '../db/client.ts'
+import type { Db, Queryable } from '../db/client.ts'
 import { passwordResetTokens, users } from '../db/schema.ts'
 import { AppError } from '../errors.ts'
 import type { AuditLog, RequestContext } from './audit.ts'
@@ -35,6 +35,13 @@ export function createCredentialService (deps: {
   async function assertAcceptable (password: string): Promise<void> {
     assertPasswordPolicy(password)
     await deps.breaches.assertNotBreached(password)
+  }
+
+  /** A new password: clears passwordMustChange and voids every outstanding reset link. */
+  async function setPassword (tx: Queryable, userId: string, passwordHash: string, t: Date): Promise<void> {
+    await tx.update(users).set({ passwordHash, passwordChangedAt: t, passwordMustChange: false, updatedAt: t }).where(eq(users.id, userId))
+    await tx.update(passwordResetTokens).set({ usedAt: t })
+      .where(and(eq(passwordResetTokens.userId, userId), isNull(passwordResetTokens.usedAt)))
   }
 
   const resetLink = (token: string) => `${deps.appUrl.replace(/\/+$/, '')}/reset-password?token=${token}`
@@ -111,9 +118,7 @@ export function createCredentialService (deps: {
         if (consumed === undefined || user === undefined || !user.isActive || user.passwordChangedAt > consumed.createdAt) {
           return undefined
         }
-        await tx.update(users).set({ passwordHash, passwordChangedAt: t, passwordMustChange: false, updatedAt: t }).where(eq(users.id, user.id))
-        await tx.update(passwordResetTokens).set({ usedAt: t })
-          .where(and(eq(passwordResetTokens.userId, user.id), isNull(passwordResetTokens.usedAt)))
+        await setPassword(tx, user.id, passwordHash, t)
         const revoked = await deps.sessions.revokeAll(user.id, 'password_reset', tx)
         await audit.record({ type: 'password_reset', ctx, userId: user.id, email: user.email, success: true, metadata: { revokedSessions: revoked } }, tx)
         await outbox.enqueue(tx, 'password_changed', {
@@ -146,9 +151,7 @@ export function createCredentialService (deps: {
       const t = now()
       await db.transaction(async (tx) => {
         await tx.select({ id: users.id }).from(users).where(eq(users.id, userId)).for('no key update')
-        await tx.update(users).set({ passwordHash, passwordChangedAt: t, passwordMustChange: false, updatedAt: t }).where(eq(users.id, userId))
-        await tx.update(passwordResetTokens).set({ usedAt: t })
-          .where(and(eq(passwordResetTokens.userId, userId), isNull(passwordResetTokens.usedAt)))
+        await setPassword(tx, userId, passwordHash, t)
         const revoked = await deps.sessions.revokeOthers(userId, sessionId, 'password_change', tx)
         await audit.record({ type: 'password_change', ctx, userId, email: user.email, success: true, metadata: { revokedSessions: revoked } }, tx)
         await outbox.enqueue(tx, 'password_changed', {

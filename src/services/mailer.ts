@@ -9,7 +9,6 @@ export interface Email {
 /** Delivers one email or throws; the outbox decides about retries. */
 export interface Mailer {
   send: (email: Email) => Promise<void>
-  close?: () => void
 }
 
 export interface SmtpSettings {
@@ -35,8 +34,7 @@ export function createSmtpMailer (smtp: SmtpSettings): Mailer {
   return {
     async send (email) {
       await transport.sendMail({ from: smtp.from, to: email.to, subject: email.subject, text: email.text })
-    },
-    close: () => transport.close()
+    }
   }
 }
 

@@ -102,6 +102,13 @@ export function createMfaService (deps: {
     return await claimStep(q, user.id, step) ? 'ok' : 'replayed'
   }
 
+  /** Sensitive MFA changes re-check the password; a wrong one is an mfa_failure event. */
+  async function requirePassword (user: UserRow, password: string, ctx: RequestContext): Promise<void> {
+    if (await deps.passwords.verify(user.passwordHash, password)) return
+    await audit.record({ type: 'mfa_failure', ctx, userId: user.id, email: user.email, success: false, failureReason: 'invalid_password' })
+    throw new AppError('AUTH_INVALID_CREDENTIALS', 'Password is incorrect')
+  }
+
   async function requireCode (user: UserRow, code: string, ctx: RequestContext): Promise<void> {
     const result = await useTotp(db, user, code)
     if (result !== 'ok') await fail(user, ctx, result === 'replayed' ? 'replayed_code' : 'invalid_code')
@@ -118,10 +125,7 @@ export function createMfaService (deps: {
     async setup (userId: string, password: string, ctx: RequestContext) {
       const user = await loadUser(userId)
       if (user.mfaEnabled) throw new AppError('MFA_ALREADY_ENABLED', 'Multi-factor authentication is already enabled')
-      if (!await deps.passwords.verify(user.passwordHash, password)) {
-        await audit.record({ type: 'mfa_failure', ctx, userId, email: user.email, success: false, failureReason: 'invalid_password' })
-        throw new AppError('AUTH_INVALID_CREDENTIALS', 'Password is incorrect')
-      }
+      await requirePassword(user, password, ctx)
       const secret = new Secret({ size: 20 }).base32
       await db.update(users).set({ totpPendingSecretEnc: crypto.encrypt(secret, user.id), updatedAt: now() }).where(eq(users.id, userId))
       return { secret, otpauthUri: totpFor(secret, user.email).toString() }
@@ -161,10 +165,7 @@ export function createMfaService (deps: {
     async disable (userId: string, input: { password: string, code: string }, ctx: RequestContext) {
       const user = await loadUser(userId)
       if (!user.mfaEnabled) throw new AppError('VALIDATION_ERROR', 'Multi-factor authentication is not enabled')
-      if (!await deps.passwords.verify(user.passwordHash, input.password)) {
-        await audit.record({ type: 'mfa_failure', ctx, userId, email: user.email, success: false, failureReason: 'invalid_password' })
-        throw new AppError('AUTH_INVALID_CREDENTIALS', 'Password is incorrect')
-      }
+      await requirePassword(user, input.password, ctx)
       await requireCode(user, input.code, ctx)
       const t = now()
       await db.transaction(async (tx) => {

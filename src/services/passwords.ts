@@ -55,9 +55,7 @@ export function createPasswordHasher (params: Argon2Params & { maxConcurrency: n
       } catch {
         return true
       }
-    },
-
-    get queued () { return gate.queued }
+    }
   }
   return hasher
 }

@@ -22,9 +22,7 @@ export function createSemaphore (max: number) {
       } finally {
         release()
       }
-    },
-    get active () { return active },
-    get queued () { return waiting.length }
+    }
   }
 }
 export type Semaphore = ReturnType<typeof createSemaphore>
