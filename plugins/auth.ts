@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { AppError } from '../src/errors.ts'
+import { UUID_PATTERN } from '../src/schemas/common.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -22,7 +23,7 @@ declare module 'fastify' {
   }
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+const UUID = new RegExp(UUID_PATTERN)
 
 function tokenError (err: unknown): AppError {
   const code = (err as { code?: string }).code
@@ -55,6 +56,9 @@ async function auth (fastify: FastifyInstance) {
     }
     const state = await sessions.state(sid)
     if (!state.active) throw new AppError('SESSION_REVOKED')
+    // Only a holder of the signing key could pair one user's session with another's sub; even
+    // then the token is worth nothing.
+    if (state.userId !== sub) throw new AppError('TOKEN_INVALID')
     if (state.passwordMustChange && request.routeOptions.config.allowWhilePasswordMustChange !== true) {
       throw new AppError('PASSWORD_CHANGE_REQUIRED')
     }

@@ -1,7 +1,38 @@
+import { IncomingMessage, ServerResponse } from 'node:http'
+import { createRequire } from 'node:module'
+import { Socket } from 'node:net'
 import cors from '@fastify/cors'
-import helmet from '@fastify/helmet'
+import helmet, { type FastifyHelmetOptions } from '@fastify/helmet'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
+
+/** Helmet's options for every response of the API (JSON only). */
+export const HELMET_OPTIONS = {
+  // The API answers JSON only; the Swagger UI page sets its own CSP (plugins/swagger.ts).
+  contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
+  crossOriginResourcePolicy: { policy: 'same-site' }
+} satisfies FastifyHelmetOptions
+
+type HelmetMiddleware = (req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => void
+
+/**
+ * The headers helmet sets with HELMET_OPTIONS, as a record, for the responses written outside
+ * Fastify's hooks (src/app.ts: frameworkErrors, clientErrorHandler). Computed by running the very
+ * helmet that @fastify/helmet runs (its own dependency, resolved from there) on a blank response,
+ * so the two can never disagree. Static: no CSP nonces are used.
+ */
+function helmetHeaders (options: FastifyHelmetOptions): Readonly<Record<string, string>> {
+  const fromFastifyHelmet = createRequire(createRequire(import.meta.url).resolve('@fastify/helmet'))
+  const middleware = (fromFastifyHelmet('helmet') as (o: FastifyHelmetOptions) => HelmetMiddleware)(options)
+  const res = new ServerResponse(new IncomingMessage(new Socket()))
+  middleware(res.req, res, (err) => { if (err !== undefined && err !== null) throw err })
+  const headers = Object.entries(res.getHeaders()).map(([name, value]) => [name, String(value)] as const)
+  if (headers.length === 0) throw new Error('helmet set no headers')
+  return Object.freeze(Object.fromEntries(headers))
+}
+
+/** Every security header of an API response, lower-case names: one source of truth. */
+export const SECURITY_HEADERS = helmetHeaders(HELMET_OPTIONS)
 
 /**
  * Security headers (helmet) and CORS. Only origins listed in CORS_ORIGINS get CORS headers,
@@ -10,11 +41,7 @@ import fp from 'fastify-plugin'
  * @see https://github.com/fastify/fastify-cors
  */
 async function security (fastify: FastifyInstance) {
-  await fastify.register(helmet, {
-    // The API answers JSON only; the Swagger UI page sets its own CSP (plugins/swagger.ts).
-    contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
-    crossOriginResourcePolicy: { policy: 'same-site' }
-  })
+  await fastify.register(helmet, HELMET_OPTIONS)
   const allowed = new Set(fastify.config.CORS_ORIGINS)
   await fastify.register(cors, {
     origin: (origin, cb) => cb(null, origin !== undefined && allowed.has(origin)),

@@ -28,11 +28,11 @@ async function services (fastify: FastifyInstance, opts: ServicesPluginOptions) 
     signAccessToken: fastify.signAccessToken,
     mfaTokens: fastify.mfaTokens,
     mailer: opts.mailer,
-    onMailError: (err, id) => fastify.log.warn({ err, emailId: id }, 'email delivery failed'),
-    onBreachCheckUnavailable: (err) => fastify.log.warn({ err }, fastify.config.HIBP_FAIL_CLOSED
-      ? 'Have I Been Pwned check unavailable: password refused (HIBP_FAIL_CLOSED=true)'
-      : 'Have I Been Pwned check unavailable: password accepted unchecked')
+    telemetry: { log: fastify.log }
   }))
+
+  // Accepted reset requests are carried out before the database closes.
+  fastify.addHook('onClose', async () => { await fastify.services.credentials.settled() })
 
   const { ADMIN_EMAIL, ADMIN_PASSWORD } = fastify.config
   if (ADMIN_EMAIL !== undefined && ADMIN_PASSWORD !== undefined) {
@@ -41,8 +41,8 @@ async function services (fastify: FastifyInstance, opts: ServicesPluginOptions) 
       if (created) fastify.log.warn({ email: ADMIN_EMAIL }, 'bootstrap admin created: it must change its password before anything else')
     })
   }
-  if (fastify.config.SMTP_HOST === undefined && fastify.config.NODE_ENV === 'production' && opts.mailer === undefined) {
-    fastify.log.warn('SMTP_HOST is not set: emails are printed to stdout instead of being sent')
+  if (fastify.config.MAIL_STDOUT && opts.mailer === undefined) {
+    fastify.log.warn('MAIL_STDOUT=true: emails, reset links included, are printed to stdout instead of being sent')
   }
 }
 

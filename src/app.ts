@@ -9,7 +9,7 @@ import dbPlugin from '../plugins/db.ts'
 import errorsPlugin, { errorBody, toErrorBody } from '../plugins/errors.ts'
 import jwtPlugin from '../plugins/jwt.ts'
 import rateLimitPlugin from '../plugins/rate-limit.ts'
-import securityPlugin from '../plugins/security.ts'
+import securityPlugin, { SECURITY_HEADERS } from '../plugins/security.ts'
 import outboxPlugin from '../plugins/outbox.ts'
 import servicesPlugin from '../plugins/services.ts'
 import swaggerPlugin from '../plugins/swagger.ts'
@@ -75,14 +75,22 @@ function formatSchemaErrors (errors: Array<{ instancePath?: string, message?: st
 
 const REQUEST_ID = /^[\w.:-]{1,64}$/
 
+/**
+ * TRUST_PROXY for Fastify. A hop count n trusts the n nearest hops (the peer and n-1 proxies
+ * before it, as Express does): Fastify itself refuses numbers, since a client that can reach the
+ * service directly is then trusted as a proxy. See the README: a CIDR list is safer.
+ */
+function trustProxyOption (trust: Config['TRUST_PROXY']): boolean | string[] | ((address: string, hop: number) => boolean) {
+  return typeof trust === 'number' ? (_address, hop) => hop < trust : trust
+}
+
 /** Builds the application without listening: server.ts listens, tests inject. */
 export async function buildApp (opts: BuildAppOptions) {
   const { config } = opts
   const app = Fastify({
     logger: opts.logger ?? loggerOptions(config.LOG_LEVEL),
     bodyLimit: config.BODY_LIMIT_BYTES,
-    // Fastify takes a hop count too, though its types omit it.
-    trustProxy: config.TRUST_PROXY as boolean | string[],
+    trustProxy: trustProxyOption(config.TRUST_PROXY),
     // A caller's X-Request-Id is kept when it is sane, so logs join up across services.
     requestIdHeader: false,
     schemaErrorFormatter: (errors, dataVar) => new Error(formatSchemaErrors(errors, dataVar)),
@@ -94,9 +102,10 @@ export async function buildApp (opts: BuildAppOptions) {
     // contract's shape (Fastify's own 503 would not be), the rest finish normally.
     return503OnClosing: false,
     // Errors Fastify raises before routing (a malformed URL) bypass the error handler.
+    // Its onRequest hooks (helmet's among them) have not run: the security headers come from here.
     frameworkErrors: (error, _request, reply: FastifyReply) => {
       const out = toErrorBody(error)
-      reply.code(out.statusCode).send(out)
+      reply.code(out.statusCode).headers(SECURITY_HEADERS).send(out)
     },
     // Requests Node's HTTP parser rejects never reach Fastify's error handler: answer them in
     // the contract's shape too.
@@ -109,7 +118,13 @@ export async function buildApp (opts: BuildAppOptions) {
         ? errorBody(431, 'PAYLOAD_TOO_LARGE', 'Request headers are too large')
         : errorBody(400, 'VALIDATION_ERROR', 'Malformed HTTP request')
       const body = JSON.stringify(out)
-      socket.end(`HTTP/1.1 ${out.statusCode} ${out.error}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+      const headers = Object.entries({
+        ...SECURITY_HEADERS,
+        'content-type': 'application/json; charset=utf-8',
+        'content-length': String(Buffer.byteLength(body)),
+        connection: 'close'
+      }).map(([name, value]) => `${name}: ${value}\r\n`).join('')
+      socket.end(`HTTP/1.1 ${out.statusCode} ${out.error}\r\n${headers}\r\n${body}`)
     },
     forceCloseConnections: 'idle'
   }).withTypeProvider<TypeBoxTypeProvider>()

@@ -36,7 +36,9 @@ export const ConfigSchema = Type.Object({
   COOKIE_DOMAIN: OptStr({ maxLength: 253 }),
   CORS_ORIGINS: Type.Array(Type.String({ pattern: '^https?://[^/\\s]+$' }), { default: [] }),
   TRUST_PROXY: Type.Union([Type.Boolean(), Type.Integer({ minimum: 1, maximum: 100 }), Type.Array(Type.String({ minLength: 1 }))], { default: false }),
-  APP_URL: Type.String({ default: 'http://localhost:3000', pattern: '^https?://' }),
+  APP_URL: Type.String({ default: 'http://localhost:3000', pattern: '^https?://[^/?#\\s]+(/[^?#\\s]*)?$' }),
+  /** The service's own external base URL; default http://localhost:PORT (resolved in loadConfig). */
+  PUBLIC_URL: Type.Optional(Type.String({ pattern: '^https?://[^/?#\\s]+(/[^?#\\s]*)?$' })),
   BODY_LIMIT_BYTES: Int(16 * 1024, 1024, 1024 * 1024),
 
   SMTP_HOST: OptStr({ maxLength: 253 }),
@@ -45,10 +47,15 @@ export const ConfigSchema = Type.Object({
   SMTP_PASSWORD: OptStr(),
   SMTP_FROM: Type.String({ default: 'Gatehouse <no-reply@localhost>', minLength: 3 }),
   SMTP_SECURE: Bool(false),
+  /** Unset: required unless SMTP_HOST is a loopback address (resolved in loadConfig). */
+  SMTP_REQUIRE_TLS: Type.Optional(Type.Boolean()),
+  /** Print emails (reset links included) to stdout instead of sending them; production needs it said explicitly. */
+  MAIL_STDOUT: Bool(false),
   OUTBOX_POLL_INTERVAL_MS: Int(1000, 0, 3_600_000),
-  OUTBOX_MAX_ATTEMPTS: Int(8, 1, 100),
   OUTBOX_BACKOFF_BASE_SECONDS: Int(30, 1, 86400),
-  OUTBOX_LEASE_SECONDS: Int(120, 5, 86400),
+  OUTBOX_BACKOFF_MAX_SECONDS: Int(900, 1, 86400),
+  OUTBOX_MAX_AGE_HOURS: Int(72, 1, 24 * 365),
+  OUTBOX_LEASE_SECONDS: Int(120, 60, 86400),
 
   ADMIN_EMAIL: OptStr({ maxLength: 254 }),
   ADMIN_PASSWORD: OptStr({ maxLength: 128 }),
@@ -78,6 +85,9 @@ export const ConfigSchema = Type.Object({
   RATE_LIMIT_KNOWN_IP_DAYS: Int(30, 0, 365),
   RATE_LIMIT_MFA_MAX: Int(5, 1, 100_000),
   RATE_LIMIT_MFA_WINDOW_SECONDS: Int(60, 1, 86400),
+  RATE_LIMIT_MFA_ACCOUNT_FAILURES: Int(10, 1, 10_000),
+  RATE_LIMIT_MFA_ACCOUNT_WINDOW_MINUTES: Int(15, 1, 1440),
+  RATE_LIMIT_IPV6_PREFIX: Int(64, 32, 128),
   RATE_LIMIT_FORGOT_MAX: Int(5, 1, 100_000),
   RATE_LIMIT_FORGOT_WINDOW_SECONDS: Int(900, 1, 86400),
   RATE_LIMIT_RESET_EMAILS_PER_HOUR: Int(3, 1, 100),
@@ -105,6 +115,15 @@ function parseBoolean (raw: string): boolean | string {
   return raw
 }
 
+/** A host name that can only mean this machine: localhost or a loopback address. */
+export function isLoopbackHost (host: string): boolean {
+  const h = host.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1')
+  if (h === 'localhost' || h.endsWith('.localhost')) return true
+  if (isIP(h) === 4) return h.startsWith('127.')
+  if (isIP(h) === 6) return h === '::1' || h === '0:0:0:0:0:0:0:1' || /^::ffff:127\./.test(h)
+  return false
+}
+
 function isAddressOrCidr (entry: string): boolean {
   if (['loopback', 'linklocal', 'uniquelocal'].includes(entry)) return true
   const [addr, bits, ...rest] = entry.split('/')
@@ -116,11 +135,18 @@ function isAddressOrCidr (entry: string): boolean {
   return Number(bits) <= (family === 4 ? 32 : 128)
 }
 
-/** TRUST_PROXY as Fastify takes it: true/false, a hop count, or addresses/CIDRs. */
+/**
+ * TRUST_PROXY as Fastify takes it. Only `true` and `false` are booleans: a number is a hop count
+ * (`1` trusts one proxy, not every address), anything else a list of addresses/CIDRs.
+ */
 function parseTrustProxy (raw: string): unknown {
-  const b = parseBoolean(raw)
-  if (typeof b === 'boolean') return b
-  if (/^\d+$/.test(raw.trim())) return Number(raw.trim())
+  const v = raw.trim().toLowerCase()
+  if (v === 'true') return true
+  if (v === 'false') return false
+  if (/^\d+$/.test(v)) {
+    if (Number(v) === 0) throw new ConfigError('Invalid configuration: TRUST_PROXY=0 is not a hop count; use false to trust no proxy')
+    return Number(v)
+  }
   const list = raw.split(',').map((s) => s.trim()).filter(Boolean)
   const bad = list.find((e) => !isAddressOrCidr(e))
   if (bad !== undefined) throw new ConfigError(`Invalid configuration: TRUST_PROXY has "${bad}", which is not true/false, a hop count, an IP address or a CIDR`)
@@ -170,6 +196,14 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
     // Asymmetric signing (EdDSA/ES256 + JWKS) is not built yet; refuse rather than silently use HS256.
     throw new ConfigError('Invalid configuration: JWT_PRIVATE_KEY is not supported by this version; use JWT_SECRET')
   }
+  if (config.NODE_ENV === 'production' && config.SMTP_HOST === undefined && !config.MAIL_STDOUT) {
+    throw new ConfigError('Invalid configuration: SMTP_HOST is required in production (emails carry reset links); set MAIL_STDOUT=true to print them to stdout instead')
+  }
+  if (config.SMTP_HOST !== undefined && config.MAIL_STDOUT) {
+    throw new ConfigError('Invalid configuration: MAIL_STDOUT=true and SMTP_HOST are both set; choose one way to deliver email')
+  }
+  config.SMTP_REQUIRE_TLS ??= config.SMTP_HOST === undefined || !isLoopbackHost(config.SMTP_HOST)
+  config.PUBLIC_URL ??= `http://localhost:${config.PORT}`
   if ((config.ADMIN_EMAIL === undefined) !== (config.ADMIN_PASSWORD === undefined)) {
     throw new ConfigError('Invalid configuration: ADMIN_EMAIL and ADMIN_PASSWORD must be set together')
   }

@@ -23,6 +23,54 @@ export const REDACT_PATHS = [
   ...SECRET_FIELDS.map((f) => `*.*.${f}`)
 ]
 
+/** SQLSTATE codes are five characters of digits and capitals (22P02, 23505, 08006 …). */
+const SQLSTATE = /^[0-9A-Z]{5}$/
+/** Quoted text in a database message is where PostgreSQL echoes values ("invalid input … "x""). */
+const redactQuoted = (message: string) => message.replace(/"[^"]*"|'[^']*'/g, '"[…]"')
+
+const NEVER_LOGGED = new Set(['cause', 'params', 'parameters', 'args', 'query'])
+
+interface LoggedError {
+  type: string
+  message: string
+  code?: string
+  stack: string
+  [field: string]: unknown
+}
+
+/**
+ * How errors reach the log: type, code, message and stack frames, and never the parameters of a
+ * failed query (a reset link, a hash). drizzle wraps driver errors with the parameters in the
+ * message; drivers keep them in fields; PostgreSQL echoes values inside quotes in its message.
+ * So a database error keeps its SQLSTATE, the statement with its $n placeholders, and the names
+ * of what failed (table, column, constraint), and loses every value.
+ */
+export function serializeError (err: unknown, depth = 0): LoggedError {
+  if (err === null || typeof err !== 'object') return { type: typeof err, message: String(err), stack: '' }
+  const e = err as Record<string, unknown> & { message?: unknown, stack?: unknown, cause?: unknown }
+  const type = (e.constructor as { name?: string } | undefined)?.name ?? 'Error'
+  const stack = typeof e.stack === 'string' ? e.stack.split('\n').filter((l) => /^\s+at /.test(l)).join('\n') : ''
+  const code = typeof e.code === 'string' || typeof e.code === 'number' ? String(e.code) : undefined
+  const fromDatabase = 'query' in e || (code !== undefined && SQLSTATE.test(code) && 'severity' in e)
+  let message = typeof e.message === 'string' ? e.message : ''
+  if (type === 'DrizzleQueryError' && typeof e.query === 'string') message = `Failed query: ${e.query}`
+  else if (fromDatabase) message = redactQuoted(message)
+  const out: LoggedError = { type, message, stack }
+  if (code !== undefined) out.code = code
+  if (fromDatabase) {
+    for (const field of ['severity', 'table', 'column', 'constraint', 'routine'] as const) {
+      if (typeof e[field] === 'string' && e[field] !== '') out[field] = e[field]
+    }
+  } else {
+    // Other errors keep their own fields (statusCode, responseCode, command …) when they are plain values.
+    for (const [k, v] of Object.entries(e)) {
+      if (!(k in out) && !NEVER_LOGGED.has(k) && (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean')) out[k] = v
+    }
+  }
+  if (e.cause !== undefined && depth < 4) out.cause = serializeError(e.cause, depth + 1)
+  return out
+}
+
 /** Fastify's logger options: pino with request serialisers that include headers, redacted. */
 export function loggerOptions (level: string, stream?: NodeJS.WritableStream): FastifyServerOptions['logger'] {
   return {
@@ -30,6 +78,7 @@ export function loggerOptions (level: string, stream?: NodeJS.WritableStream): F
     redact: { paths: REDACT_PATHS, censor: '[Redacted]' },
     ...(stream === undefined ? {} : { stream }),
     serializers: {
+      err: serializeError,
       req (req) {
         return {
           method: req.method,

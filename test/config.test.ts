@@ -46,8 +46,11 @@ t.test('numbers, booleans and lists are parsed; empty means unset', async (t) =>
 
 t.test('TRUST_PROXY takes true/false, a hop count, or addresses and CIDRs', async (t) => {
   t.equal(loadConfig({ TRUST_PROXY: 'true' }).TRUST_PROXY, true)
-  t.equal(loadConfig({ TRUST_PROXY: 'false' }).TRUST_PROXY, false)
+  t.equal(loadConfig({ TRUST_PROXY: 'FALSE' }).TRUST_PROXY, false)
+  t.equal(loadConfig({ TRUST_PROXY: '1' }).TRUST_PROXY, 1, '1 is one hop, not "trust everyone"')
   t.equal(loadConfig({ TRUST_PROXY: '2' }).TRUST_PROXY, 2)
+  t.throws(() => loadConfig({ TRUST_PROXY: '0' }), /TRUST_PROXY=0 is not a hop count; use false/)
+  for (const word of ['yes', 'on', 'no', 'off']) t.throws(() => loadConfig({ TRUST_PROXY: word }), /TRUST_PROXY/, `${word} is not a boolean here`)
   t.same(loadConfig({ TRUST_PROXY: '10.0.0.0/8, 127.0.0.1,::1,fd00::/8,loopback' }).TRUST_PROXY,
     ['10.0.0.0/8', '127.0.0.1', '::1', 'fd00::/8', 'loopback'])
   for (const bad of ['10.0.0.0/33', 'proxy.example.com', '10.0.0.1/8/1', '::1/129']) {
@@ -102,8 +105,33 @@ t.test('production requires a JWT_SECRET and an MFA_ENCRYPTION_KEY of at least 3
   const MFA_ENCRYPTION_KEY = 'k'.repeat(32)
   t.throws(() => loadConfig({ NODE_ENV: 'production', MFA_ENCRYPTION_KEY }), /JWT_SECRET is required in production/)
   t.throws(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(31), MFA_ENCRYPTION_KEY }), /JWT_SECRET must be at least 32 bytes/)
-  t.equal(loadConfig({ NODE_ENV: 'production', JWT_SECRET: SECRET, MFA_ENCRYPTION_KEY }).JWT_SECRET, SECRET)
-  t.equal(loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'é'.repeat(16), MFA_ENCRYPTION_KEY }).JWT_SECRET?.length, 16, 'bytes, not characters')
+  t.equal(loadConfig({ NODE_ENV: 'production', JWT_SECRET: SECRET, MFA_ENCRYPTION_KEY, SMTP_HOST: 'smtp.example.com' }).JWT_SECRET, SECRET)
+  t.equal(loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'é'.repeat(16), MFA_ENCRYPTION_KEY, MAIL_STDOUT: 'true' }).JWT_SECRET?.length, 16, 'bytes, not characters')
   t.throws(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: SECRET }), /MFA_ENCRYPTION_KEY is required in production/)
   t.throws(() => loadConfig({ MFA_ENCRYPTION_KEY: 'short' }), /MFA_ENCRYPTION_KEY must be at least 32 bytes/)
+})
+
+t.test('production refuses to print emails to stdout unless MAIL_STDOUT=true says so', async (t) => {
+  const base = { NODE_ENV: 'production', JWT_SECRET: SECRET, MFA_ENCRYPTION_KEY: SECRET }
+  t.throws(() => loadConfig(base), /^Invalid configuration: SMTP_HOST is required in production .*MAIL_STDOUT=true/)
+  t.equal(loadConfig({ ...base, MAIL_STDOUT: 'true' }).MAIL_STDOUT, true)
+  t.throws(() => loadConfig({ ...base, MAIL_STDOUT: 'true', SMTP_HOST: 'smtp.example.com' }), /MAIL_STDOUT=true and SMTP_HOST are both set/)
+  t.equal(loadConfig({ NODE_ENV: 'development' }).MAIL_STDOUT, false, 'development prints without being asked')
+})
+
+t.test('SMTP requires TLS unless SMTP_HOST is this machine; SMTP_REQUIRE_TLS overrides', async (t) => {
+  for (const host of ['smtp.example.com', '10.0.0.25', 'mail', '127.0.0.1.example.com']) {
+    t.equal(loadConfig({ SMTP_HOST: host }).SMTP_REQUIRE_TLS, true, `${host}: required`)
+  }
+  for (const host of ['localhost', '127.0.0.1', '127.1.2.3', '::1', '[::1]', 'mail.localhost']) {
+    t.equal(loadConfig({ SMTP_HOST: host }).SMTP_REQUIRE_TLS, false, `${host}: loopback, not required`)
+  }
+  t.equal(loadConfig({ SMTP_HOST: 'smtp.example.com', SMTP_REQUIRE_TLS: 'false' }).SMTP_REQUIRE_TLS, false)
+  t.equal(loadConfig({ SMTP_HOST: '127.0.0.1', SMTP_REQUIRE_TLS: 'true' }).SMTP_REQUIRE_TLS, true)
+})
+
+t.test('PUBLIC_URL defaults to http://localhost:PORT', async (t) => {
+  t.equal(loadConfig({ PORT: '8080' }).PUBLIC_URL, 'http://localhost:8080')
+  t.equal(loadConfig({ PUBLIC_URL: 'https://auth.example.com' }).PUBLIC_URL, 'https://auth.example.com')
+  t.throws(() => loadConfig({ PUBLIC_URL: 'auth.example.com' }), /PUBLIC_URL/)
 })

@@ -5,16 +5,19 @@
  * tables are truncated before each app.
  */
 import { createHash, randomBytes } from 'node:crypto'
+import { type AddressInfo, createServer } from 'node:net'
 import { existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { sql } from 'drizzle-orm'
 import type { FastifyInstance } from 'fastify'
+import { Secret, TOTP } from 'otpauth'
 import t, { type Test } from 'tap'
 import { buildApp, type App } from '../src/app.ts'
 import { loadConfig, type Config } from '../src/config.ts'
 import { connectPglite, connectPostgres, type DbHandle, migrationsFolder } from '../src/db/client.ts'
+import type { Email, Mailer } from '../src/services/mailer.ts'
 
 
 export const JWT_SECRET = 'test-secret-that-is-long-enough-for-hs256-0123456789'
@@ -135,6 +138,38 @@ export interface TestAppOptions {
   db?: DbHandle
   /** Runs before ready(), e.g. to add a route that fails on purpose. */
   setup?: (app: FastifyInstance) => void | Promise<void>
+  /** Replaces the mailer; by default an app without SMTP_HOST delivers to a test inbox (readMail). */
+  mailer?: Mailer
+}
+
+const inboxes = new WeakMap<object, Email[]>()
+
+/**
+ * The mail a user of an app without SMTP_HOST has received: delivers what the outbox has due
+ * (as the worker would), then returns every email delivered so far, oldest first. Tests read
+ * links from here, as a user would, never from the database.
+ */
+export async function readMail (app: App): Promise<Email[]> {
+  const inbox = inboxes.get(app)
+  if (inbox === undefined) throw new Error('readMail: this app sends real mail (SMTP_HOST) or has its own mailer')
+  await app.services.credentials.settled()
+  await app.services.outbox.runOnce()
+  return inbox
+}
+
+/** What one outbox round did: the counts given, every other count 0. */
+export function round (counts: Partial<Record<'sent' | 'failed' | 'retry' | 'expired' | 'released', number>>) {
+  return { sent: 0, failed: 0, retry: 0, expired: 0, released: 0, ...counts }
+}
+
+/** The token of the link in an email (`…?token=…`). */
+export function tokenInMail (mail: Email | undefined): string {
+  return /token=([A-Za-z0-9_-]+)/.exec(mail?.text ?? '')?.[1] ?? ''
+}
+
+/** The reset token of the newest reset email this app's user received. */
+export async function latestResetToken (app: App): Promise<string> {
+  return tokenInMail((await readMail(app)).filter((m) => /reset-password\?token=/.test(m.text)).at(-1))
 }
 
 /** The real app on a clean database, closed when the test ends. */
@@ -143,7 +178,11 @@ export async function buildTestApp (test: Test, opts: TestAppOptions = {}): Prom
   if (opts.db === undefined) {
     await db.db.execute(sql.raw(`truncate ${TABLES.join(', ')} restart identity cascade`))
   }
-  const app = await buildApp({ config: testConfig(opts.env), db, now: opts.now, logger: opts.logger ?? false })
+  const config = testConfig(opts.env)
+  const inbox: Email[] = []
+  const mailer = opts.mailer ?? (config.SMTP_HOST === undefined ? { send: async (mail: Email) => { inbox.push(mail) } } : undefined)
+  const app = await buildApp({ config, db, now: opts.now, logger: opts.logger ?? false, mailer })
+  if (opts.mailer === undefined && mailer !== undefined) inboxes.set(app, inbox)
   test.teardown(() => app.close())
   if (opts.setup !== undefined) await opts.setup(app)
   await app.ready()
@@ -166,6 +205,72 @@ export async function signup (app: App, email = uniqueEmail(), password = PASSWO
 /** Logs in through HTTP and returns the raw response. */
 export function login (app: App, email: string, password = PASSWORD, remoteAddress = '10.0.0.1') {
   return app.inject({ method: 'POST', url: '/api/auth/login', payload: { email, password }, remoteAddress })
+}
+
+/**
+ * Every row of every table in the public schema, as text (`row::text`), sorted: a dump of what
+ * anyone with read access to the database (a backup, a replica) could see.
+ */
+export async function dumpDatabase (app: { db: DbHandle['db'] }): Promise<string> {
+  const tables = await app.db.execute(sql`select table_name from information_schema.tables where table_schema = 'public' and table_type = 'BASE TABLE' order by table_name`)
+  const names = rowsOf(tables).map((r) => String(r.table_name))
+  const parts: string[] = []
+  for (const name of names) {
+    const rows = rowsOf(await app.db.execute(sql.raw(`select t::text as row from "${name}" t`)))
+    parts.push(`-- ${name}`, ...rows.map((r) => String(r.row)).sort())
+  }
+  return parts.join('\n')
+}
+
+/** drizzle's execute() returns an array on postgres.js and `{ rows }` on PGlite. */
+export function rowsOf (result: unknown): Record<string, unknown>[] {
+  return (Array.isArray(result) ? result : (result as { rows: Record<string, unknown>[] }).rows)
+}
+
+/** The TOTP code of `secret` at `at` (otpauth: SHA1, 6 digits, 30 s). */
+export const totpCode = (secret: string, at: Date) => TOTP.generate({ secret: Secret.fromBase32(secret), timestamp: at.getTime() })
+
+/**
+ * Signs up and turns MFA on through HTTP; returns the session, the TOTP secret and the backup
+ * codes. Moves `clock` past the step the confirming code used, so the next code is fresh.
+ */
+export async function enrolMfa (app: App, clock: ReturnType<typeof testClock>, remoteAddress = '10.0.0.1') {
+  const s = await signup(app, uniqueEmail(), PASSWORD, remoteAddress)
+  const setup = await app.inject({ method: 'POST', url: '/api/auth/mfa/totp/setup', headers: bearer(s.accessToken), payload: { password: PASSWORD } })
+  if (setup.statusCode !== 200) throw new Error(`MFA setup failed: ${setup.body}`)
+  const secret = setup.json().secret as string
+  const confirm = await app.inject({ method: 'POST', url: '/api/auth/mfa/totp/confirm', headers: bearer(s.accessToken), payload: { code: totpCode(secret, clock.now()) } })
+  if (confirm.statusCode !== 200) throw new Error(`MFA confirm failed: ${confirm.body}`)
+  clock.advance(30_000)
+  return { ...s, secret, backupCodes: confirm.json().backupCodes as string[] }
+}
+
+/** Logs in with the right password and returns the mfaToken of the challenge. */
+export async function mfaChallenge (app: App, email: string, remoteAddress = '10.0.0.1'): Promise<string> {
+  const res = await login(app, email, PASSWORD, remoteAddress)
+  if (res.json().mfaRequired !== true) throw new Error(`expected an MFA challenge: ${res.body}`)
+  return res.json().mfaToken as string
+}
+
+/** A TCP port on 127.0.0.1 that nothing listens on right now. */
+export async function freePort (): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  return port
+}
+
+/**
+ * The real app listening on 127.0.0.1, with PUBLIC_URL its real origin (the service's own origin
+ * for the CSRF rule). Returns the app and that origin.
+ */
+export async function listeningTestApp (test: Test, opts: TestAppOptions = {}) {
+  const port = await freePort()
+  const base = `http://127.0.0.1:${port}`
+  const app = await buildTestApp(test, { ...opts, env: { PUBLIC_URL: base, ...opts.env } })
+  await app.listen({ host: '127.0.0.1', port })
+  return { app, base, port }
 }
 
 /** Asserts the contract's error body. */

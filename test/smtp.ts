@@ -30,8 +30,10 @@ export function parseMessage (raw: string): { headers: Map<string, string>, body
 export interface SmtpOptions {
   /** Listen on this port (a restarted server); 0 picks a free one. */
   port?: number
-  /** Reject RCPT TO with this message (a 550), e.g. to make every attempt fail. */
+  /** Reject RCPT TO with this message, e.g. to make every attempt fail. */
   reject?: (attempt: number) => string | undefined
+  /** The reply code of those rejections: 550 (permanent, the default) or a 4xx (try again later). */
+  rejectCode?: number
   /** Holds the reply to DATA until `release()` is called (a slow server). */
   hold?: boolean
 }
@@ -51,7 +53,7 @@ export async function startSmtp (test: Test, opts: SmtpOptions = {}) {
     onRcptTo (_address, _session, callback) {
       const message = opts.reject?.(++rcptAttempts)
       if (message === undefined) return callback()
-      const err = Object.assign(new Error(message), { responseCode: 550 })
+      const err = Object.assign(new Error(message), { responseCode: opts.rejectCode ?? 550 })
       callback(err)
     },
     onData (stream, session: SMTPServerSession, callback) {

@@ -35,15 +35,29 @@ export function refreshCookie (request: FastifyRequest): string | undefined {
 }
 
 /**
- * CSRF rule for cookie-authenticated requests: an Origin header that is present must be the
- * service's own origin or one of CORS_ORIGINS. No Origin passes (non-browser clients; browsers
- * send Origin on every cross-origin POST). `Origin: null` (sandboxed frames) is rejected.
+ * The origins a cookie-authenticated request may come from: the service's own (PUBLIC_URL), the
+ * app's (APP_URL) and CORS_ORIGINS. Taken from configuration, never from the request: behind a
+ * TLS-terminating proxy the request looks like plain http, and Host is the client's to choose.
+ */
+const allowedOrigins = new WeakMap<Config, Set<string>>()
+function originsOf (config: Config): Set<string> {
+  let set = allowedOrigins.get(config)
+  if (set === undefined) {
+    const own = [config.PUBLIC_URL, config.APP_URL].flatMap((url) => (url === undefined ? [] : [new URL(url).origin]))
+    set = new Set([...own, ...config.CORS_ORIGINS].map((o) => o.toLowerCase()))
+    allowedOrigins.set(config, set)
+  }
+  return set
+}
+
+/**
+ * CSRF rule for cookie-authenticated requests: an Origin header that is present must be one of
+ * the allowed origins above. No Origin passes (non-browser clients; browsers send Origin on
+ * every cross-origin POST). `Origin: null` (sandboxed frames) is rejected.
  */
 export function assertAllowedOrigin (request: FastifyRequest, config: Config): void {
   const origin = request.headers.origin
   if (origin === undefined) return
-  const own = `${request.protocol}://${request.host}`.toLowerCase()
-  const o = origin.toLowerCase()
-  if (o === own || config.CORS_ORIGINS.some((allowed) => allowed.toLowerCase() === o)) return
+  if (originsOf(config).has(origin.toLowerCase())) return
   throw new AppError('CSRF_REJECTED', 'Cross-site request rejected')
 }

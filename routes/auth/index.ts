@@ -7,6 +7,7 @@ import {
 } from '../../src/schemas/auth.ts'
 import { errors, MessageSchema } from '../../src/schemas/common.ts'
 import type { AuthResult } from '../../src/services/accounts.ts'
+import { clientKey } from '../../src/services/client-key.ts'
 import { normaliseEmailField, requestContext } from '../context.ts'
 import { assertAllowedOrigin, clearRefreshCookie, refreshCookie, setRefreshCookie } from './cookies.ts'
 
@@ -51,9 +52,10 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
             hook: 'preHandler',
             onExceeded: (request) => {
               const t = Date.now()
-              if ((reported.get(request.ip) ?? 0) > t) return
+              const key = clientKey(request.ip, c.RATE_LIMIT_IPV6_PREFIX)
+              if ((reported.get(key) ?? 0) > t) return
               if (reported.size > 10_000) reported.clear()
-              reported.set(request.ip, t + loginLimit.timeWindow)
+              reported.set(key, t + loginLimit.timeWindow)
               const email = (request.body as { email?: string } | undefined)?.email ?? null
               audit.record({ type: 'rate_limited', ctx: requestContext(request), email, success: false, failureReason: 'ip_login_limit' })
                 .catch((err: unknown) => request.log.error({ err }, 'could not record rate_limited event'))
@@ -119,35 +121,23 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request, reply) => {
     // A browser sends both: its Bearer token and, on /api/auth paths, the refresh cookie. Either
-    // one is enough to log out, so an expired access token does not keep the session alive.
+    // one is enough to log out, so an expired access token does not keep the session alive. The
+    // cookie follows the refresh rules: a rotated (stolen) token presented here is reuse.
     const ctx = requestContext(request)
     const token = refreshCookie(request)
     if (token !== undefined) assertAllowedOrigin(request, c) // before anything is revoked
-    let loggedOut: string | undefined
-    let bearerError: unknown
+    clearRefreshCookie(reply, c)
+    let done = token !== undefined && await fastify.services.sessions.endByRefreshToken(token, ctx)
     if (request.headers.authorization !== undefined) {
       try {
         await fastify.authenticate(request)
         await accounts.logout(request.user.sub, request.user.sid, ctx)
-        loggedOut = request.user.sid
+        done = true
       } catch (err) {
-        if (token === undefined) throw err
-        bearerError = err
+        if (!done) throw err
       }
     }
-    if (token !== undefined) {
-      clearRefreshCookie(reply, c)
-      const session = await fastify.services.sessions.findByToken(token)
-      if (session !== undefined && session.id !== loggedOut) {
-        if (session.revokedAt === null) await accounts.logout(session.userId, session.id, ctx)
-        loggedOut = session.id
-      }
-    } else {
-      clearRefreshCookie(reply, c)
-    }
-    if (loggedOut === undefined) {
-      throw bearerError ?? new AppError(token === undefined ? 'AUTH_REQUIRED' : 'REFRESH_TOKEN_INVALID')
-    }
+    if (!done) throw new AppError(token === undefined ? 'AUTH_REQUIRED' : 'REFRESH_TOKEN_INVALID')
     return { message: 'Logged out' }
   })
 

@@ -22,7 +22,8 @@ const passwordRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 202: MessageSchema, ...errors(400, 429) }
     }
   }, async (request, reply) => {
-    await credentials.forgot(request.body.email, requestContext(request))
+    // Carried out after this answer, so existing and unknown emails take the same time.
+    credentials.requestReset(request.body.email, requestContext(request))
     return reply.code(202).send({ message: FORGOT_MESSAGE })
   })
 

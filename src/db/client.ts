@@ -56,17 +56,19 @@ export async function connectPostgres (url: string, opts: { max?: number } = {})
     db,
     kind: 'postgres',
     async migrate () {
-      // Several instances may start at once: one migrates, the others wait for it.
-      const conn = await client.reserve()
+      // Several instances may start at once: one migrates, the others wait for it. The lock is
+      // held on a connection of its own, so migrating works whatever the pool size (with a pool
+      // of one, a lock taken from the pool would leave the migrator waiting forever).
+      const lock = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 10, connection: { application_name: 'gatehouse-migrate-lock' } })
       try {
-        await conn`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`
+        await lock`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`
         try {
           await migrate(drizzle(client, { schema }), { migrationsFolder: migrationsFolder() })
         } finally {
-          await conn`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`
+          await lock`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`
         }
       } finally {
-        conn.release()
+        await lock.end({ timeout: 5 })
       }
     },
     close: () => client.end({ timeout: 5 })

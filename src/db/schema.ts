@@ -25,6 +25,14 @@ export const users = pgTable('users', {
   totpPendingSecretEnc: text('totp_pending_secret_enc'),
   /** Last TOTP time step accepted, claimed with compare-and-set against replay. */
   totpLastStep: bigint('totp_last_step', { mode: 'number' }),
+  /**
+   * Wrong second factors in the current window (per account, across every mfaToken), claimed
+   * atomically before a code is checked; see MfaService.
+   */
+  mfaFailureCount: integer('mfa_failure_count').notNull().default(0),
+  mfaFailureWindowStart: ts('mfa_failure_window_start'),
+  /** When the owner was last told that someone is guessing second factors (one mail a window). */
+  mfaAlertedAt: ts('mfa_alerted_at'),
   passwordMustChange: boolean('password_must_change').notNull().default(false),
   passwordChangedAt: ts('password_changed_at').notNull(),
   createdAt: ts('created_at').notNull(),
@@ -127,17 +135,27 @@ export const authEvents = pgTable('auth_events', {
   index('auth_events_user_id_created_at_idx').on(t.userId, t.createdAt)
 ])
 
-/** Durable email outbox: rows are written in the transaction of the change that causes them. */
+/**
+ * Durable email outbox: rows are written in the transaction of the change that causes them.
+ * Bodies can hold live secrets (reset links), so they are stored sealed (AES-256-GCM, bound to
+ * the row id) and erased once the email is delivered, expired or refused; recipient, kind,
+ * status and times stay for audit.
+ */
 export const emailOutbox = pgTable('email_outbox', {
   id: uuid('id').primaryKey().defaultRandom(),
   toAddress: text('to_address').notNull(),
   subject: text('subject').notNull(),
-  textBody: text('text_body').notNull(),
+  /** Plain body of rows written before bodies were sealed; never written now. */
+  textBody: text('text_body'),
+  bodySealed: text('body_sealed'),
   kind: text('kind').notNull(),
-  status: text('status', { enum: ['pending', 'sent', 'failed'] }).notNull().default('pending'),
+  status: text('status', { enum: ['pending', 'sent', 'failed', 'expired'] }).notNull().default('pending'),
   attempts: integer('attempts').notNull().default(0),
-  maxAttempts: integer('max_attempts').notNull(),
+  /** The worker's claim: completing a row requires still holding it. */
+  claimId: uuid('claim_id'),
   nextAttemptAt: ts('next_attempt_at').notNull(),
+  /** After this the email is useless (a reset link past its expiry) and is dropped as expired. */
+  expiresAt: ts('expires_at').notNull(),
   lastError: text('last_error'),
   createdAt: ts('created_at').notNull(),
   sentAt: ts('sent_at')
@@ -159,5 +177,6 @@ export const tasks = pgTable('tasks', {
 
 export type UserRow = typeof users.$inferSelect
 export type SessionRow = typeof sessions.$inferSelect
+export type RefreshTokenRow = typeof refreshTokens.$inferSelect
 export type TaskRow = typeof tasks.$inferSelect
 export type AuthEventRow = typeof authEvents.$inferSelect

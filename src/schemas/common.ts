@@ -1,6 +1,11 @@
 import { Type, type Static } from '@fastify/type-provider-typebox'
 
-export const UuidSchema = Type.String({ format: 'uuid', description: 'UUID' })
+/**
+ * A UUID in its plain 36-character form. Ajv's `uuid` format also accepts a `urn:uuid:` prefix,
+ * which PostgreSQL refuses with an error: the pattern is what validates, the format documents.
+ */
+export const UUID_PATTERN = '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+export const UuidSchema = Type.String({ format: 'uuid', pattern: UUID_PATTERN, description: 'UUID' })
 export const DateTimeSchema = Type.String({ format: 'date-time' })
 
 /** After trimming and lower-casing (a preValidation hook does both). */

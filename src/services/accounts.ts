@@ -1,6 +1,7 @@
 import { and, desc, eq, gt, inArray } from 'drizzle-orm'
 import { authEvents, users, type UserRow } from '../db/schema.ts'
 import type { Db, Queryable } from '../db/client.ts'
+import { transaction } from '../db/transaction.ts'
 import { AppError } from '../errors.ts'
 import type { AuditLog, RequestContext } from './audit.ts'
 import { assertPasswordPolicy } from './password-policy.ts'
@@ -133,7 +134,7 @@ export function createAccountService (deps: {
   /** Revokes one session and records `logout` when it was live; returns whether it was. */
   async function endSession (userId: string, sessionId: string, reason: string, ctx: RequestContext, metadata: Record<string, unknown>) {
     const email = await emailOf(userId)
-    return db.transaction(async (tx) => {
+    return transaction(db, async (tx) => {
       const live = await deps.sessions.revoke(userId, sessionId, reason, tx)
       if (live) await audit.record({ type: 'logout', ctx, userId, email, success: true, metadata }, tx)
       return live
@@ -155,7 +156,7 @@ export function createAccountService (deps: {
       await deps.breaches.assertNotBreached(input.password)
       const passwordHash = await passwords.hash(input.password)
       const t = now()
-      return db.transaction(async (tx) => {
+      return transaction(db, async (tx) => {
         // ON CONFLICT DO NOTHING: two racing signups of one email give one row and one 409, no 500.
         const [user] = await tx.insert(users).values({
           email, passwordHash, passwordChangedAt: t, createdAt: t, updatedAt: t, lastLoginAt: t
@@ -199,7 +200,7 @@ export function createAccountService (deps: {
       }
       // A second factor is due: no session, no cookie, only a challenge token.
       if (user.mfaEnabled) return deps.mfa.startChallenge(user.id)
-      return db.transaction((tx) => completeLogin(tx, user, ['pwd'], ctx))
+      return transaction(db, (tx) => completeLogin(tx, user, ['pwd'], ctx))
     },
 
     /** The second step of a login with MFA: a TOTP code or a backup code for the challenge. */
@@ -221,7 +222,7 @@ export function createAccountService (deps: {
     /** Ends every session of the user, this one included; returns how many were live. */
     async logoutAll (userId: string, ctx: RequestContext): Promise<number> {
       const email = await emailOf(userId)
-      return db.transaction(async (tx) => {
+      return transaction(db, async (tx) => {
         const revoked = await deps.sessions.revokeAll(userId, 'logout_all', tx)
         await audit.record({ type: 'logout_all', ctx, userId, email, success: true, metadata: { revoked } }, tx)
         return revoked

@@ -1,11 +1,14 @@
 import { and, eq, gt, isNull, sql } from 'drizzle-orm'
 import type { Db, Queryable } from '../db/client.ts'
+import { transaction } from '../db/transaction.ts'
 import { passwordResetTokens, users } from '../db/schema.ts'
 import { AppError } from '../errors.ts'
 import type { AuditLog, RequestContext } from './audit.ts'
 import { hashOpaqueToken, newOpaqueToken, OPAQUE_TOKEN_FORMAT } from './opaque-tokens.ts'
 import type { BreachChecker } from './hibp.ts'
 import type { Outbox } from './outbox.ts'
+import type { Telemetry } from './telemetry.ts'
+import { displayIp } from './user-agent.ts'
 import { assertPasswordPolicy } from './password-policy.ts'
 import type { PasswordHasher } from './passwords.ts'
 import type { SessionService } from './sessions.ts'
@@ -25,6 +28,7 @@ export function createCredentialService (deps: {
   sessions: SessionService
   outbox: Outbox
   audit: AuditLog
+  telemetry: Telemetry
   appUrl: string
   resetTokenMinutes: number
   resetEmailsPerHour: number
@@ -46,55 +50,77 @@ export function createCredentialService (deps: {
 
   const resetLink = (token: string) => `${deps.appUrl.replace(/\/+$/, '')}/reset-password?token=${token}`
 
+  /** Reset requests accepted but not yet carried out (see requestReset). */
+  const queued = new Set<Promise<void>>()
+
+  /**
+   * Whether the email has an account, is disabled, or has had too many reset emails this hour
+   * is visible only in the audit log and the mailbox.
+   */
+  async function forgot (rawEmail: string, ctx: RequestContext): Promise<void> {
+    const email = normaliseEmail(rawEmail)
+    const t = now()
+    await transaction(db, async (tx) => {
+      const [user] = await tx.select().from(users).where(eq(users.email, email)).for('no key update')
+      if (user === undefined || !user.isActive) {
+        await audit.record({
+          type: 'password_reset_requested', ctx, userId: user?.id ?? null, email, success: false,
+          failureReason: user === undefined ? 'unknown_email' : 'account_disabled'
+        }, tx)
+        return
+      }
+      const [recent] = await tx.select({ n: sql<number>`count(*)::int` }).from(passwordResetTokens)
+        .where(and(eq(passwordResetTokens.userId, user.id), gt(passwordResetTokens.createdAt, new Date(t.getTime() - 3_600_000))))
+      if ((recent?.n ?? 0) >= deps.resetEmailsPerHour) {
+        await audit.record({ type: 'password_reset_requested', ctx, userId: user.id, email, success: false, failureReason: 'account_limit' }, tx)
+        return
+      }
+      const token = newOpaqueToken()
+      const expiresAt = new Date(t.getTime() + deps.resetTokenMinutes * 60_000)
+      await tx.insert(passwordResetTokens).values({
+        userId: user.id,
+        tokenHash: hashOpaqueToken(token),
+        createdAt: t,
+        expiresAt,
+        requestedIp: ctx.ip
+      })
+      await audit.record({ type: 'password_reset_requested', ctx, userId: user.id, email, success: true }, tx)
+      await outbox.enqueue(tx, 'password_reset', {
+        to: user.email,
+        subject: 'Reset your Gatehouse password',
+        text: [
+          'Someone (hopefully you) asked to reset the password of your account.',
+          '',
+          `Open this link within ${deps.resetTokenMinutes} minutes to choose a new password:`,
+          resetLink(token),
+          '',
+          `Requested from IP ${displayIp(ctx.ip)} at ${t.toISOString()}.`,
+          'If it was not you, ignore this email: your password stays as it is.'
+        ].join('\n')
+      }, { expiresAt }) // a link past its expiry is useless: the outbox drops it rather than send it
+    })
+  }
+
   return {
     assertAcceptable,
 
     /**
-     * Always the same outcome for the caller (202 upstream): whether the email has an account,
-     * is disabled, or has had too many reset emails this hour is visible only in the audit log.
-     * Both paths read the user and write one audit row, so they take similar time.
+     * Accepts a forgotten-password request and carries it out after the caller has answered, so
+     * the answer (202) takes the same time whether or not the account exists: the work for a
+     * real account (a token, an email) would otherwise show in the response time.
      */
-    async forgot (rawEmail: string, ctx: RequestContext): Promise<void> {
-      const email = normaliseEmail(rawEmail)
-      const t = now()
-      await db.transaction(async (tx) => {
-        const [user] = await tx.select().from(users).where(eq(users.email, email)).for('no key update')
-        if (user === undefined || !user.isActive) {
-          await audit.record({
-            type: 'password_reset_requested', ctx, userId: user?.id ?? null, email, success: false,
-            failureReason: user === undefined ? 'unknown_email' : 'account_disabled'
-          }, tx)
-          return
-        }
-        const [recent] = await tx.select({ n: sql<number>`count(*)::int` }).from(passwordResetTokens)
-          .where(and(eq(passwordResetTokens.userId, user.id), gt(passwordResetTokens.createdAt, new Date(t.getTime() - 3_600_000))))
-        if ((recent?.n ?? 0) >= deps.resetEmailsPerHour) {
-          await audit.record({ type: 'password_reset_requested', ctx, userId: user.id, email, success: false, failureReason: 'account_limit' }, tx)
-          return
-        }
-        const token = newOpaqueToken()
-        await tx.insert(passwordResetTokens).values({
-          userId: user.id,
-          tokenHash: hashOpaqueToken(token),
-          createdAt: t,
-          expiresAt: new Date(t.getTime() + deps.resetTokenMinutes * 60_000),
-          requestedIp: ctx.ip
-        })
-        await audit.record({ type: 'password_reset_requested', ctx, userId: user.id, email, success: true }, tx)
-        await outbox.enqueue(tx, 'password_reset', {
-          to: user.email,
-          subject: 'Reset your Gatehouse password',
-          text: [
-            'Someone (hopefully you) asked to reset the password of your account.',
-            '',
-            `Open this link within ${deps.resetTokenMinutes} minutes to choose a new password:`,
-            resetLink(token),
-            '',
-            `Requested from IP ${ctx.ip} at ${t.toISOString()}.`,
-            'If it was not you, ignore this email: your password stays as it is.'
-          ].join('\n')
-        })
-      })
+    requestReset (rawEmail: string, ctx: RequestContext): void {
+      // setImmediate: not even the first query may run before the answer has been written.
+      const work = new Promise<void>((resolve) => { setImmediate(resolve) })
+        .then(() => forgot(rawEmail, ctx))
+        .catch((err: unknown) => deps.telemetry.log.error({ err }, 'password reset request failed'))
+        .finally(() => queued.delete(work))
+      queued.add(work)
+    },
+
+    /** Resolves when every accepted reset request has been carried out (shutdown, tests). */
+    async settled (): Promise<void> {
+      while (queued.size > 0) await Promise.all(queued)
     },
 
     /**
@@ -103,11 +129,16 @@ export function createCredentialService (deps: {
      * not be the only one who knew it.
      */
     async reset (token: string, newPassword: string, ctx: RequestContext): Promise<void> {
-      if (!OPAQUE_TOKEN_FORMAT.test(token)) throw new AppError('RESET_TOKEN_INVALID', 'Reset link is invalid or has expired')
+      // The token first: a made-up token must not cost a hash and an outbound breach check.
+      const invalid = () => new AppError('RESET_TOKEN_INVALID', 'Reset link is invalid or has expired')
+      if (!OPAQUE_TOKEN_FORMAT.test(token)) throw invalid()
+      const [pending] = await db.select({ id: passwordResetTokens.id }).from(passwordResetTokens)
+        .where(and(eq(passwordResetTokens.tokenHash, hashOpaqueToken(token)), isNull(passwordResetTokens.usedAt), gt(passwordResetTokens.expiresAt, now())))
+      if (pending === undefined) throw invalid()
       await assertAcceptable(newPassword)
       const passwordHash = await passwords.hash(newPassword)
       const t = now()
-      const userId = await db.transaction(async (tx) => {
+      const userId = await transaction(db, async (tx) => {
         const [consumed] = await tx.update(passwordResetTokens).set({ usedAt: t })
           .where(and(eq(passwordResetTokens.tokenHash, hashOpaqueToken(token)), isNull(passwordResetTokens.usedAt), gt(passwordResetTokens.expiresAt, t)))
           .returning()
@@ -125,13 +156,13 @@ export function createCredentialService (deps: {
           to: user.email,
           subject: 'Your Gatehouse password was reset',
           text: [
-            `The password of your account was reset at ${t.toISOString()} from IP ${ctx.ip}, and every session was signed out.`,
+            `The password of your account was reset at ${t.toISOString()} from IP ${displayIp(ctx.ip)}, and every session was signed out.`,
             'If this was not you, reset your password again at once and review your account.'
           ].join('\n')
         })
         return user.id
       })
-      if (userId === undefined) throw new AppError('RESET_TOKEN_INVALID', 'Reset link is invalid or has expired')
+      if (userId === undefined) throw invalid()
     },
 
     /** Changes the password of a signed-in user, keeping the current session and ending the others. */
@@ -149,7 +180,7 @@ export function createCredentialService (deps: {
       await deps.breaches.assertNotBreached(input.newPassword)
       const passwordHash = await passwords.hash(input.newPassword)
       const t = now()
-      await db.transaction(async (tx) => {
+      await transaction(db, async (tx) => {
         await tx.select({ id: users.id }).from(users).where(eq(users.id, userId)).for('no key update')
         await setPassword(tx, userId, passwordHash, t)
         const revoked = await deps.sessions.revokeOthers(userId, sessionId, 'password_change', tx)
@@ -158,7 +189,7 @@ export function createCredentialService (deps: {
           to: user.email,
           subject: 'Your Gatehouse password was changed',
           text: [
-            `The password of your account was changed at ${t.toISOString()} from IP ${ctx.ip}.`,
+            `The password of your account was changed at ${t.toISOString()} from IP ${displayIp(ctx.ip)}.`,
             'Your other sessions were signed out. If this was not you, reset your password at once.'
           ].join('\n')
         })
@@ -177,7 +208,7 @@ export function createCredentialService (deps: {
       if (existing !== undefined) return false
       const passwordHash = await passwords.hash(password)
       const t = now()
-      return db.transaction(async (tx) => {
+      return transaction(db, async (tx) => {
         const [created] = await tx.insert(users).values({
           email, passwordHash, role: 'admin', passwordMustChange: true, passwordChangedAt: t, createdAt: t, updatedAt: t
         }).onConflictDoNothing({ target: users.email }).returning()

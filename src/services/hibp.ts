@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import { AppError } from '../errors.ts'
+import type { Telemetry } from './telemetry.ts'
 
 export interface HibpSettings {
   enabled: boolean
@@ -20,7 +21,7 @@ export interface HibpSettings {
  */
 export function createBreachChecker (settings: HibpSettings, deps: {
   now: () => Date
-  onUnavailable: (err: unknown) => void
+  telemetry: Telemetry
   fetch?: typeof fetch
 }) {
   const doFetch = deps.fetch ?? fetch
@@ -83,7 +84,9 @@ export function createBreachChecker (settings: HibpSettings, deps: {
         breached = await this.isBreached(password)
       } catch (err) {
         stats.failures++
-        deps.onUnavailable(err)
+        deps.telemetry.log.warn({ err }, settings.failClosed
+          ? 'Have I Been Pwned check unavailable: password refused (HIBP_FAIL_CLOSED=true)'
+          : 'Have I Been Pwned check unavailable: password accepted unchecked')
         if (settings.failClosed) throw new AppError('SERVICE_UNAVAILABLE', 'Password breach check is unavailable, please try again later')
         return
       }

@@ -8,8 +8,10 @@ import { createMfaService, type MfaTokenCodec } from './mfa.ts'
 import { createSmtpMailer, createStdoutMailer, type Mailer } from './mailer.ts'
 import { createOutbox } from './outbox.ts'
 import { createPasswordHasher } from './passwords.ts'
+import { createSealer, deriveKey } from './sealing.ts'
 import { createSessionService } from './sessions.ts'
 import { createTaskService } from './tasks.ts'
+import type { Telemetry } from './telemetry.ts'
 
 export interface ServiceDeps {
   db: Db
@@ -20,18 +22,17 @@ export interface ServiceDeps {
   mfaTokens: MfaTokenCodec
   /** Overrides the mailer chosen from SMTP_* (tests). */
   mailer?: Mailer
-  onMailError?: (err: unknown, id: string) => void
-  /** Called when the breach check could not be done (the password passed, unless fail-closed). */
-  onBreachCheckUnavailable?: (err: unknown) => void
+  telemetry: Telemetry
 }
 
-/** SMTP when SMTP_HOST is set, otherwise emails are printed to stdout (development). */
+/** SMTP when SMTP_HOST is set, otherwise emails are printed to stdout (development, or MAIL_STDOUT). */
 export function mailerFromConfig (config: Config): Mailer {
   if (config.SMTP_HOST === undefined) return createStdoutMailer()
   return createSmtpMailer({
     host: config.SMTP_HOST,
     port: config.SMTP_PORT,
     secure: config.SMTP_SECURE,
+    requireTls: config.SMTP_REQUIRE_TLS ?? true,
     user: config.SMTP_USER,
     password: config.SMTP_PASSWORD,
     from: config.SMTP_FROM
@@ -39,7 +40,8 @@ export function mailerFromConfig (config: Config): Mailer {
 }
 
 /** Wires the domain services together. Nothing here knows about HTTP. */
-export function createServices ({ db, config, now, signAccessToken, mfaTokens, mailer, onMailError, onBreachCheckUnavailable }: ServiceDeps) {
+export function createServices ({ db, config, now, signAccessToken, mfaTokens, mailer, telemetry }: ServiceDeps) {
+  if (config.MFA_ENCRYPTION_KEY === undefined) throw new Error('MFA_ENCRYPTION_KEY must be resolved before the services are built')
   const passwords = createPasswordHasher({
     memoryCost: config.ARGON2_MEMORY_COST,
     timeCost: config.ARGON2_TIME_COST,
@@ -51,10 +53,13 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     db,
     now,
     mailer: mailer ?? mailerFromConfig(config),
-    onError: onMailError,
+    // MFA_ENCRYPTION_KEY is the key for data at rest: TOTP secrets and email bodies.
+    sealer: createSealer(deriveKey(config.MFA_ENCRYPTION_KEY, 'email-outbox body aes-256-gcm v1')),
+    telemetry,
     settings: {
-      maxAttempts: config.OUTBOX_MAX_ATTEMPTS,
       backoffBaseSeconds: config.OUTBOX_BACKOFF_BASE_SECONDS,
+      backoffMaxSeconds: config.OUTBOX_BACKOFF_MAX_SECONDS,
+      maxAgeHours: config.OUTBOX_MAX_AGE_HOURS,
       leaseSeconds: config.OUTBOX_LEASE_SECONDS
     }
   })
@@ -75,8 +80,7 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     timeoutMs: config.HIBP_TIMEOUT_MS,
     failClosed: config.HIBP_FAIL_CLOSED,
     cacheTtlMs: config.HIBP_CACHE_TTL_SECONDS * 1000
-  }, { now, onUnavailable: onBreachCheckUnavailable ?? (() => {}) })
-  if (config.MFA_ENCRYPTION_KEY === undefined) throw new Error('MFA_ENCRYPTION_KEY must be resolved before the services are built')
+  }, { now, telemetry })
   const mfa = createMfaService({
     db,
     now,
@@ -87,7 +91,8 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     issuer: config.MFA_ISSUER,
     tokens: mfaTokens,
     challengeSeconds: 300,
-    maxFailures: 5
+    maxFailures: 5,
+    accountLimit: { maxFailures: config.RATE_LIMIT_MFA_ACCOUNT_FAILURES, windowMinutes: config.RATE_LIMIT_MFA_ACCOUNT_WINDOW_MINUTES }
   })
   const accounts = createAccountService({
     db,
@@ -113,6 +118,7 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     sessions,
     outbox,
     audit,
+    telemetry,
     appUrl: config.APP_URL,
     resetTokenMinutes: 30,
     resetEmailsPerHour: config.RATE_LIMIT_RESET_EMAILS_PER_HOUR

@@ -1,12 +1,14 @@
 import { randomUUID } from 'node:crypto'
-import { and, count, eq, gt, isNull, lt, or, sql } from 'drizzle-orm'
+import { and, count, eq, gt, isNull, lt, lte, or, sql } from 'drizzle-orm'
 import { Secret, TOTP } from 'otpauth'
 import type { Db, Queryable } from '../db/client.ts'
+import { transaction } from '../db/transaction.ts'
 import { backupCodes, mfaChallenges, users, type UserRow } from '../db/schema.ts'
 import { AppError } from '../errors.ts'
 import type { AuditLog, RequestContext } from './audit.ts'
 import { createMfaCrypto, generateBackupCode } from './mfa-crypto.ts'
 import type { Outbox } from './outbox.ts'
+import { displayIp } from './user-agent.ts'
 import type { PasswordHasher } from './passwords.ts'
 
 /** TOTP as the contract fixes it: SHA1, 6 digits, 30 s, ±1 step. */
@@ -47,7 +49,10 @@ export function createMfaService (deps: {
   issuer: string
   tokens: MfaTokenCodec
   challengeSeconds: number
+  /** Attempts one mfaToken allows. */
   maxFailures: number
+  /** Wrong second factors one account may see in a window, whatever the token or IP. */
+  accountLimit: { maxFailures: number, windowMinutes: number }
 }) {
   const { db, now, audit } = deps
   const crypto = createMfaCrypto(deps.encryptionKey)
@@ -109,9 +114,67 @@ export function createMfaService (deps: {
     throw new AppError('AUTH_INVALID_CREDENTIALS', 'Password is incorrect')
   }
 
+  const accountWindowMs = deps.accountLimit.windowMinutes * 60_000
+
+  /**
+   * Claims one second-factor attempt for the account, atomically and before the code is checked,
+   * so parallel guesses (many mfaTokens, many IPs) can never exceed the limit: the counter
+   * restarts when its window has passed, and no row is updated once it is full. A correct code
+   * gives its attempt back (releaseAttempt). Throws 429 when the account is at the limit.
+   */
+  async function claimAttempt (user: UserRow, ctx: RequestContext): Promise<number> {
+    const t = now()
+    const fresh = or(isNull(users.mfaFailureWindowStart), lte(users.mfaFailureWindowStart, new Date(t.getTime() - accountWindowMs)))
+    const [claimed] = await db.update(users).set({
+      mfaFailureWindowStart: sql`case when ${fresh} then ${t.toISOString()}::timestamptz else ${users.mfaFailureWindowStart} end`,
+      mfaFailureCount: sql`case when ${fresh} then 1 else ${users.mfaFailureCount} + 1 end`
+    }).where(and(eq(users.id, user.id), or(fresh, lt(users.mfaFailureCount, deps.accountLimit.maxFailures))))
+      .returning({ count: users.mfaFailureCount })
+    if (claimed !== undefined) return claimed.count
+    const [row] = await db.select({ start: users.mfaFailureWindowStart }).from(users).where(eq(users.id, user.id))
+    const retryAfter = Math.max(1, Math.ceil(((row?.start?.getTime() ?? t.getTime()) + accountWindowMs - t.getTime()) / 1000))
+    await audit.record({ type: 'rate_limited', ctx, userId: user.id, email: user.email, success: false, failureReason: 'account_mfa_failures' })
+    throw new AppError('RATE_LIMITED', 'Too many wrong codes for this account, please try again later', { retryAfter })
+  }
+
+  /** A correct code: its attempt was not a failure. */
+  async function releaseAttempt (q: Queryable, userId: string): Promise<void> {
+    await q.update(users).set({ mfaFailureCount: sql`greatest(${users.mfaFailureCount} - 1, 0)` }).where(eq(users.id, userId))
+  }
+
+  /**
+   * A wrong code. The failure that fills the account's window also tells the owner, once a
+   * window (claimed with compare-and-set on mfa_alerted_at): whoever is guessing knows the password.
+   */
+  async function failAttempt (user: UserRow, count: number, ctx: RequestContext, reason: string): Promise<never> {
+    if (count >= deps.accountLimit.maxFailures) {
+      const t = now()
+      await transaction(db, async (tx) => {
+        const [first] = await tx.update(users).set({ mfaAlertedAt: t })
+          .where(and(eq(users.id, user.id), or(isNull(users.mfaAlertedAt), lte(users.mfaAlertedAt, new Date(t.getTime() - accountWindowMs)))))
+          .returning({ id: users.id })
+        if (first === undefined) return
+        await deps.outbox.enqueue(tx, 'mfa_failures', {
+          to: user.email,
+          subject: 'Security alert: someone knows your Gatehouse password',
+          text: [
+            `Your password was entered correctly, and then a wrong two-step verification code was given ${count} times within ${deps.accountLimit.windowMinutes} minutes.`,
+            `The latest attempt came from IP ${displayIp(ctx.ip)} at ${t.toISOString()}.`,
+            '',
+            'If this was not you, someone knows your password: change it now. Further codes for your account',
+            'are refused for a while; your authenticator app and backup codes remain safe to use afterwards.'
+          ].join('\n')
+        })
+      })
+    }
+    return fail(user, ctx, reason)
+  }
+
   async function requireCode (user: UserRow, code: string, ctx: RequestContext): Promise<void> {
+    const count = await claimAttempt(user, ctx)
     const result = await useTotp(db, user, code)
-    if (result !== 'ok') await fail(user, ctx, result === 'replayed' ? 'replayed_code' : 'invalid_code')
+    if (result === 'ok') return releaseAttempt(db, user.id)
+    await failAttempt(user, count, ctx, result === 'replayed' ? 'replayed_code' : 'invalid_code')
   }
 
   return {
@@ -139,7 +202,7 @@ export function createMfaService (deps: {
       const step = matchStep(crypto.decrypt(user.totpPendingSecretEnc, user.id), code)
       if (step === null) await fail(user, ctx, 'invalid_code')
       // Never call `db` inside a transaction: on PGlite (one connection) it would wait forever.
-      const result = await db.transaction(async (tx) => {
+      const result = await transaction(db, async (tx) => {
         if (!await claimStep(tx, user.id, step as number)) return undefined
         const [enabled] = await tx.update(users)
           .set({ mfaEnabled: true, totpSecretEnc: user.totpPendingSecretEnc, totpPendingSecretEnc: null, updatedAt: now() })
@@ -158,7 +221,7 @@ export function createMfaService (deps: {
       const user = await loadUser(userId)
       if (!user.mfaEnabled) throw new AppError('VALIDATION_ERROR', 'Multi-factor authentication is not enabled')
       await requireCode(user, code, ctx)
-      return { backupCodes: await db.transaction((tx) => newBackupCodes(tx, userId)) }
+      return { backupCodes: await transaction(db, (tx) => newBackupCodes(tx, userId)) }
     },
 
     /** Turns MFA off (password and a current code), and tells the user by email. */
@@ -168,7 +231,7 @@ export function createMfaService (deps: {
       await requirePassword(user, input.password, ctx)
       await requireCode(user, input.code, ctx)
       const t = now()
-      await db.transaction(async (tx) => {
+      await transaction(db, async (tx) => {
         await tx.update(users).set({ mfaEnabled: false, totpSecretEnc: null, totpPendingSecretEnc: null, updatedAt: t }).where(eq(users.id, userId))
         await tx.delete(backupCodes).where(eq(backupCodes.userId, userId))
         await audit.record({ type: 'mfa_disabled', ctx, userId, email: user.email, success: true }, tx)
@@ -176,7 +239,7 @@ export function createMfaService (deps: {
           to: user.email,
           subject: 'Two-step verification was turned off',
           text: [
-            `Two-step verification (TOTP) was turned off for your account at ${t.toISOString()} from IP ${ctx.ip}.`,
+            `Two-step verification (TOTP) was turned off for your account at ${t.toISOString()} from IP ${displayIp(ctx.ip)}.`,
             'If this was not you, reset your password and turn it back on at once.'
           ].join('\n')
         })
@@ -194,31 +257,37 @@ export function createMfaService (deps: {
     /**
      * Checks the second factor for a challenge. On success, `complete(tx, user, amr)` runs in the
      * same transaction that consumes the challenge and the code, so a login is created exactly
-     * when the code is spent. A wrong code counts against the challenge (exhausted after
-     * `maxFailures`).
+     * when the code is spent. Each answer first claims an attempt of the mfaToken and of the
+     * account (atomic increments, before the code is looked at), so parallel guesses never get
+     * more tries than `maxFailures` per token and the account limit per window.
      */
     async answerChallenge<T> (mfaToken: string, answer: { code?: string, backupCode?: string }, ctx: RequestContext,
       complete: (tx: Queryable, user: UserRow) => Promise<T>): Promise<T> {
+      const invalid = () => new AppError('MFA_TOKEN_INVALID', 'MFA challenge is invalid or has expired')
       let claims: { sub: string, jti: string }
       try {
         claims = deps.tokens.verify(mfaToken)
       } catch {
-        throw new AppError('MFA_TOKEN_INVALID', 'MFA challenge is invalid or has expired')
+        throw invalid()
       }
-      const live = (id: string) => and(eq(mfaChallenges.id, id), eq(mfaChallenges.userId, claims.sub), isNull(mfaChallenges.consumedAt),
-        gt(mfaChallenges.expiresAt, now()), lt(mfaChallenges.failedAttempts, deps.maxFailures))
-      const [challenge] = await db.select().from(mfaChallenges).where(live(claims.jti))
-      const user = challenge === undefined ? undefined : await loadUser(claims.sub)
-      if (challenge === undefined || user === undefined || !user.mfaEnabled || !user.isActive) {
-        throw new AppError('MFA_TOKEN_INVALID', 'MFA challenge is invalid or has expired')
-      }
+      const open = and(eq(mfaChallenges.id, claims.jti), eq(mfaChallenges.userId, claims.sub), isNull(mfaChallenges.consumedAt),
+        gt(mfaChallenges.expiresAt, now()))
+      const [challenge] = await db.update(mfaChallenges).set({ failedAttempts: sql`${mfaChallenges.failedAttempts} + 1` })
+        .where(and(open, lt(mfaChallenges.failedAttempts, deps.maxFailures)))
+        .returning({ id: mfaChallenges.id })
+      if (challenge === undefined) throw invalid()
+      const user = await loadUser(claims.sub)
+      if (!user.mfaEnabled || !user.isActive) throw invalid()
+      const count = await claimAttempt(user, ctx)
 
-      // A refused answer must roll the transaction back (the challenge stays unconsumed), so it
-      // leaves the transaction as an exception and is counted afterwards.
-      let value: T
+      // A refused answer must roll the transaction back (the challenge stays unconsumed, the
+      // backup code and time step unspent), so it leaves the transaction as an exception.
       try {
-        value = await db.transaction(async (tx) => {
-          const [consumed] = await tx.update(mfaChallenges).set({ consumedAt: now() }).where(live(challenge.id)).returning({ id: mfaChallenges.id })
+        return await transaction(db, async (tx) => {
+          const [consumed] = await tx.update(mfaChallenges)
+            .set({ consumedAt: now(), failedAttempts: sql`${mfaChallenges.failedAttempts} - 1` })
+            .where(and(eq(mfaChallenges.id, challenge.id), isNull(mfaChallenges.consumedAt), gt(mfaChallenges.expiresAt, now())))
+            .returning({ id: mfaChallenges.id })
           if (consumed === undefined) throw new Refused('challenge_gone')
           if (answer.backupCode !== undefined) {
             const [used] = await tx.update(backupCodes).set({ usedAt: now() })
@@ -230,15 +299,14 @@ export function createMfaService (deps: {
             const result = await useTotp(tx, user, answer.code ?? '')
             if (result !== 'ok') throw new Refused(result === 'replayed' ? 'replayed_code' : 'invalid_code')
           }
+          await releaseAttempt(tx, user.id)
           return complete(tx, user)
         })
       } catch (err) {
         if (!(err instanceof Refused)) throw err
-        if (err.reason === 'challenge_gone') throw new AppError('MFA_TOKEN_INVALID', 'MFA challenge is invalid or has expired')
-        await db.update(mfaChallenges).set({ failedAttempts: sql`${mfaChallenges.failedAttempts} + 1` }).where(eq(mfaChallenges.id, challenge.id))
-        return fail(user, ctx, err.reason)
+        if (err.reason === 'challenge_gone') throw invalid()
+        return failAttempt(user, count, ctx, err.reason)
       }
-      return value
     }
   }
 }

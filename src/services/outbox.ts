@@ -1,82 +1,183 @@
-import { and, asc, eq, inArray, lte, sql } from 'drizzle-orm'
+import { randomUUID } from 'node:crypto'
+import { and, asc, count, eq, inArray, lte, min, sql } from 'drizzle-orm'
 import type { Db, Queryable } from '../db/client.ts'
 import { emailOutbox } from '../db/schema.ts'
-import type { Email, Mailer } from './mailer.ts'
+import { isPermanentFailure, type Email, type Mailer } from './mailer.ts'
+import type { Sealer } from './sealing.ts'
+import type { Telemetry } from './telemetry.ts'
 
-export type EmailKind = 'refresh_token_reused' | 'password_reset' | 'password_changed' | 'mfa_disabled'
+export type EmailKind = 'refresh_token_reused' | 'password_reset' | 'password_changed' | 'mfa_disabled' | 'mfa_failures'
 
 export interface OutboxSettings {
-  maxAttempts: number
   backoffBaseSeconds: number
+  /** Retries of transient failures are never further apart than this. */
+  backoffMaxSeconds: number
+  /** An email that has not gone out after this long is dropped as expired (unless it says otherwise). */
+  maxAgeHours: number
   /** A claimed email is due again after this long if its sender died mid-delivery. */
   leaseSeconds: number
+  /** The longest one send may take; a send that could not finish inside the lease is not started. */
+  sendTimeoutMs?: number
   batchSize?: number
+}
+
+type Row = typeof emailOutbox.$inferSelect
+
+/** Says why nothing more will be tried; the body (which may hold a live link) goes with it. */
+const ended = (status: 'sent' | 'failed' | 'expired', t: Date, lastError: string | null) =>
+  ({ status, claimId: null, bodySealed: null, textBody: null, lastError, ...(status === 'sent' ? { sentAt: t } : {}) })
+
+const describeError = (err: unknown) => String((err as Error)?.message ?? err).slice(0, 1000)
+
+function withTimeout<T> (p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`send timed out after ${ms} ms`)), ms)
+  })
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer))
 }
 
 /**
  * The durable email outbox. `enqueue` writes in the caller's transaction, so an email exists
- * exactly when the change that causes it commits. The worker claims due rows with
- * FOR UPDATE SKIP LOCKED (safe with several instances), pushes `next_attempt_at` forward by a
- * lease while it sends, and then marks the row sent, or schedules a retry with exponential
- * backoff, or gives up after `maxAttempts` and marks it failed.
+ * exactly when the change that causes it commits; its body is sealed with the row id as context.
+ *
+ * The worker claims due rows with FOR UPDATE SKIP LOCKED (safe with several instances), under a
+ * claim id and a lease. Every completion is conditional on still holding the claim, so a worker
+ * whose lease ran out can neither mark a row sent twice nor set a sent row back to pending; and
+ * a worker starts a send only when it can finish inside its lease, releasing the rest of its
+ * batch otherwise. Transient failures retry with exponential backoff capped at
+ * `backoffMaxSeconds` until the email expires; a permanent rejection fails it at once.
  */
-export function createOutbox (deps: { db: Db, now: () => Date, mailer: Mailer, settings: OutboxSettings, onError?: (err: unknown, id: string) => void }) {
-  const { db, now, settings } = deps
+export function createOutbox (deps: { db: Db, now: () => Date, mailer: Mailer, sealer: Sealer, settings: OutboxSettings, telemetry: Telemetry }) {
+  const { db, now, settings, sealer } = deps
+  const { log } = deps.telemetry
   const batchSize = settings.batchSize ?? 10
+  const sendTimeoutMs = settings.sendTimeoutMs ?? 30_000
+  const leaseMs = settings.leaseSeconds * 1000
+  let reportedBacklog = 0
+  let reportedAt = Number.NEGATIVE_INFINITY
 
   function backoffMs (attempts: number): number {
-    return Math.min(settings.backoffBaseSeconds * 1000 * 2 ** Math.max(0, attempts - 1), 3_600_000)
+    return Math.min(settings.backoffBaseSeconds * 1000 * 2 ** Math.max(0, attempts - 1), settings.backoffMaxSeconds * 1000)
   }
 
-  async function claim () {
-    const t = now()
+  async function claim (claimId: string, t: Date) {
     const due = db.select({ id: emailOutbox.id }).from(emailOutbox)
       .where(and(eq(emailOutbox.status, 'pending'), lte(emailOutbox.nextAttemptAt, t)))
       .orderBy(asc(emailOutbox.nextAttemptAt))
       .limit(batchSize)
       .for('update', { skipLocked: true })
     return db.update(emailOutbox)
-      .set({ attempts: sql`${emailOutbox.attempts} + 1`, nextAttemptAt: new Date(t.getTime() + settings.leaseSeconds * 1000) })
+      .set({ attempts: sql`${emailOutbox.attempts} + 1`, claimId, nextAttemptAt: new Date(t.getTime() + leaseMs) })
       .where(and(inArray(emailOutbox.id, due), eq(emailOutbox.status, 'pending')))
       .returning()
   }
 
+  /** Applies `set` to the row only while this worker's claim holds; returns whether it did. */
+  async function complete (row: Row, claimId: string, set: Partial<Row>): Promise<boolean> {
+    const done = await db.update(emailOutbox).set(set)
+      .where(and(eq(emailOutbox.id, row.id), eq(emailOutbox.claimId, claimId), eq(emailOutbox.status, 'pending')))
+      .returning({ id: emailOutbox.id })
+    if (done.length === 0) log.warn({ emailId: row.id }, 'email outbox: claim lost before completion; another worker owns the row now')
+    return done.length === 1
+  }
+
+  /** Gives claimed rows back untouched (not attempted), due at once. */
+  async function release (rows: Row[], claimId: string): Promise<void> {
+    if (rows.length === 0) return
+    await db.update(emailOutbox)
+      .set({ claimId: null, nextAttemptAt: now(), attempts: sql`${emailOutbox.attempts} - 1` })
+      .where(and(inArray(emailOutbox.id, rows.map((r) => r.id)), eq(emailOutbox.claimId, claimId), eq(emailOutbox.status, 'pending')))
+  }
+
+  /** Logs the backlog when it has grown (at most once a minute), and once when it has drained. */
+  async function reportBacklog (): Promise<void> {
+    const [row] = await db.select({ pending: count(), oldest: min(emailOutbox.createdAt) }).from(emailOutbox)
+      .where(eq(emailOutbox.status, 'pending'))
+    const pending = row?.pending ?? 0
+    if (pending > reportedBacklog && now().getTime() - reportedAt >= 60_000) {
+      reportedAt = now().getTime()
+      const oldestPendingSeconds = row?.oldest == null ? 0 : Math.round((now().getTime() - new Date(row.oldest).getTime()) / 1000)
+      log.warn({ pending, oldestPendingSeconds }, 'email outbox backlog is growing')
+      reportedBacklog = pending
+    } else if (pending === 0 && reportedBacklog > 0) {
+      log.info({ pending }, 'email outbox backlog cleared')
+      reportedBacklog = 0
+    }
+  }
+
+  async function deliver (row: Row, claimId: string): Promise<'sent' | 'retry' | 'failed' | 'expired'> {
+    const t = now()
+    if (row.expiresAt <= t) {
+      await complete(row, claimId, ended('expired', t, row.lastError ?? 'expired before it could be delivered'))
+      return 'expired'
+    }
+    let text: string
+    try {
+      text = row.bodySealed !== null ? sealer.open(row.bodySealed, row.id) : row.textBody ?? ''
+    } catch (err) {
+      log.error({ err, emailId: row.id }, 'email outbox: body cannot be opened (was MFA_ENCRYPTION_KEY changed?)')
+      await complete(row, claimId, ended('failed', t, 'body cannot be decrypted with the current key'))
+      return 'failed'
+    }
+    try {
+      await withTimeout(deps.mailer.send({ to: row.toAddress, subject: row.subject, text }), sendTimeoutMs)
+    } catch (err) {
+      const at = now()
+      const lastError = describeError(err)
+      if (isPermanentFailure(err)) {
+        log.warn({ err, emailId: row.id, kind: row.kind }, 'email refused permanently by the SMTP server')
+        await complete(row, claimId, ended('failed', at, lastError))
+        return 'failed'
+      }
+      log.warn({ err, emailId: row.id, kind: row.kind, attempts: row.attempts }, 'email delivery failed; will retry')
+      const next = new Date(at.getTime() + backoffMs(row.attempts))
+      await complete(row, claimId, next >= row.expiresAt
+        ? ended('expired', at, lastError)
+        : { claimId: null, lastError, nextAttemptAt: next })
+      return next >= row.expiresAt ? 'expired' : 'retry'
+    }
+    return await complete(row, claimId, ended('sent', now(), null)) ? 'sent' : 'retry'
+  }
+
   return {
-    async enqueue (tx: Queryable, kind: EmailKind, email: Email): Promise<void> {
+    /**
+     * Queues an email in the caller's transaction. `expiresAt`: when it stops being useful
+     * (default: OUTBOX_MAX_AGE_HOURS from now).
+     */
+    async enqueue (tx: Queryable, kind: EmailKind, email: Email, opts: { expiresAt?: Date } = {}): Promise<void> {
       const t = now()
+      const id = randomUUID()
       await tx.insert(emailOutbox).values({
+        id,
         kind,
         toAddress: email.to,
         subject: email.subject,
-        textBody: email.text,
-        maxAttempts: settings.maxAttempts,
+        bodySealed: sealer.seal(email.text, id),
         nextAttemptAt: t,
+        expiresAt: opts.expiresAt ?? new Date(t.getTime() + settings.maxAgeHours * 3_600_000),
         createdAt: t
       })
     },
 
-    /** Delivers what is due now; returns how many were sent and how many failed this round. */
-    async runOnce (): Promise<{ sent: number, failed: number }> {
-      const rows = await claim()
-      let sent = 0
-      let failed = 0
-      for (const row of rows) {
-        try {
-          await deps.mailer.send({ to: row.toAddress, subject: row.subject, text: row.textBody })
-          await db.update(emailOutbox).set({ status: 'sent', sentAt: now(), lastError: null }).where(eq(emailOutbox.id, row.id))
-          sent++
-        } catch (err) {
-          failed++
-          deps.onError?.(err, row.id)
-          const giveUp = row.attempts >= row.maxAttempts
-          await db.update(emailOutbox).set({
-            status: giveUp ? 'failed' : 'pending',
-            lastError: String((err as Error).message ?? err).slice(0, 1000),
-            nextAttemptAt: new Date(now().getTime() + backoffMs(row.attempts))
-          }).where(eq(emailOutbox.id, row.id))
+    /** Delivers what is due now; returns what became of the rows this round claimed. */
+    async runOnce (): Promise<{ sent: number, failed: number, retry: number, expired: number, released: number }> {
+      const claimId = randomUUID()
+      const claimedAt = now()
+      const rows = await claim(claimId, claimedAt)
+      const outcome = { sent: 0, failed: 0, retry: 0, expired: 0, released: 0 }
+      const leaseEnd = claimedAt.getTime() + leaseMs
+      for (const [i, row] of rows.entries()) {
+        if (now().getTime() + sendTimeoutMs > leaseEnd) {
+          const rest = rows.slice(i)
+          await release(rest, claimId)
+          outcome.released = rest.length
+          break
         }
+        outcome[await deliver(row, claimId)]++
       }
-      return { sent, failed }
+      if (rows.length > 0 || reportedBacklog > 0) await reportBacklog()
+      return outcome
     },
 
     backoffMs

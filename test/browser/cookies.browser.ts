@@ -21,7 +21,7 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core'
 import t from 'tap'
 import type { App } from '../../src/app.ts'
 import { authEvents, refreshTokens, sessions } from '../../src/db/schema.ts'
-import { buildTestApp, PASSWORD, signup as injectSignup, testDb, uniqueEmail, type Test } from '../helper.ts'
+import { listeningTestApp, PASSWORD, signup as injectSignup, testDb, uniqueEmail, type Test } from '../helper.ts'
 
 const CHROMIUM_ARGS = [
   '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -87,17 +87,15 @@ t.teardown(async () => {
 
 /** The real app on this file's database, listening on 127.0.0.1 (plain http, COOKIE_SECURE=false). */
 async function listeningApp (test: Test, env: Record<string, string> = {}) {
-  const app = await buildTestApp(test, { env: { COOKIE_SECURE: 'false', ...env } })
+  const { app, base, port } = await listeningTestApp(test, { env: { COOKIE_SECURE: 'false', ...env } })
   const wire = recordWire(app)
-  await app.listen({ host: '127.0.0.1', port: 0 })
-  const port = (app.server.address() as AddressInfo).port
   // Runs after the subtest's pages close and before the helper's app.close() (teardowns are
   // LIFO). Chromium keeps speculative preconnect sockets that never send a byte; Node's
   // closeIdleConnections() (Fastify forceCloseConnections: 'idle') does not count them as idle,
   // so without this app.close() waits about 100 s for them (see the report).
   test.teardown(() => app.server.closeAllConnections())
   await context.clearCookies()
-  return { app, wire, base: `http://127.0.0.1:${port}`, port }
+  return { app, wire, base, port }
 }
 
 async function newPage (test: Test): Promise<Page> {

@@ -3,7 +3,7 @@ import t from 'tap'
 import type { App } from '../../src/app.ts'
 import { authEvents, emailOutbox, passwordResetTokens, sessions, users } from '../../src/db/schema.ts'
 import { loggerOptions } from '../../src/logger.ts'
-import { assertError, bearer, buildTestApp, login, logCapture, PASSWORD, signup, testClock, uniqueEmail, type Test } from '../helper.ts'
+import { assertError, bearer, buildTestApp, latestResetToken, login, logCapture, PASSWORD, round, signup, testClock, uniqueEmail, type Test } from '../helper.ts'
 import { startHibp } from '../hibp-server.ts'
 import { startSmtp } from '../smtp.ts'
 
@@ -11,8 +11,12 @@ const NEW_PASSWORD = 'Brand-New-Passw0rd'
 const BREACHED = 'Summer2024!Aa'
 const FORGOT_BODY = { message: 'If an account exists for that email, a reset link is on its way' }
 
-const forgot = (app: App, email: string, remoteAddress = '10.0.0.1') =>
-  app.inject({ method: 'POST', url: '/api/auth/password/forgot', payload: { email }, remoteAddress })
+/** Asks for a reset link, and waits until the request has been carried out (it runs after the 202). */
+async function forgot (app: App, email: string, remoteAddress = '10.0.0.1') {
+  const res = await app.inject({ method: 'POST', url: '/api/auth/password/forgot', payload: { email }, remoteAddress })
+  await app.services.credentials.settled()
+  return res
+}
 const reset = (app: App, token: string, newPassword = NEW_PASSWORD) =>
   app.inject({ method: 'POST', url: '/api/auth/password/reset', payload: { token, newPassword } })
 const change = (app: App, accessToken: string, currentPassword: string, newPassword: string) =>
@@ -37,7 +41,7 @@ t.test('forgot → email → reset → login, end to end over SMTP', async (t) =
   const res = await forgot(app, `  ${s.email.toUpperCase()} `)
   t.equal(res.statusCode, 202)
   t.same(res.json(), FORGOT_BODY)
-  t.same(await deliver(), { sent: 1, failed: 0 })
+  t.same(await deliver(), round({ sent: 1 }))
   t.equal(smtp.messages.length, 1)
   const mail = smtp.messages[0]
   t.same(mail?.rcptTo, [s.email])
@@ -54,7 +58,7 @@ t.test('forgot → email → reset → login, end to end over SMTP', async (t) =
   assertError(t, await login(app, s.email, PASSWORD), 401, 'AUTH_INVALID_CREDENTIALS')
   t.equal((await login(app, s.email, NEW_PASSWORD)).statusCode, 200, 'the new password works')
 
-  t.same(await deliver(), { sent: 1, failed: 0 }, 'the notice')
+  t.same(await deliver(), round({ sent: 1 }), 'the notice')
   t.match(smtp.messages[1]?.headers.get('subject'), /password was reset/)
   const types = (await app.db.select().from(authEvents)).map((e) => e.eventType)
   t.ok(types.includes('password_reset_requested') && types.includes('password_reset'))
@@ -96,8 +100,7 @@ t.test('reset tokens: single use, 30 minutes, invalidated by a later password ch
   const s = await signup(app)
   const tokenFor = async () => {
     await forgot(app, s.email)
-    const mails = await app.db.select().from(emailOutbox).where(eq(emailOutbox.kind, 'password_reset')).orderBy(emailOutbox.createdAt)
-    return /token=([A-Za-z0-9_-]+)/.exec(mails.at(-1)?.textBody ?? '')?.[1] ?? ''
+    return latestResetToken(app)
   }
   const first = await tokenFor()
   t.equal((await reset(app, first)).statusCode, 200)
@@ -122,8 +125,7 @@ t.test('two parallel resets with one token: one 200, one 400', async (t) => {
   const app = await buildTestApp(t)
   const s = await signup(app)
   await forgot(app, s.email)
-  const [mail] = await app.db.select().from(emailOutbox)
-  const token = /token=([A-Za-z0-9_-]+)/.exec(mail?.textBody ?? '')?.[1] ?? ''
+  const token = await latestResetToken(app)
   const results = await Promise.all([reset(app, token, 'Racer-One-Passw0rd'), reset(app, token, 'Racer-Two-Passw0rd')])
   t.same(results.map((r) => r.statusCode).sort(), [200, 400])
   t.equal(results.find((r) => r.statusCode === 400)?.json().code, 'RESET_TOKEN_INVALID')
@@ -138,8 +140,7 @@ t.test('a reset ends every session and clears passwordMustChange', async (t) => 
   const other = await login(app, s.email)
   await app.db.update(users).set({ passwordMustChange: true }).where(eq(users.id, s.user.id))
   await forgot(app, s.email)
-  const [mail] = await app.db.select().from(emailOutbox)
-  t.equal((await reset(app, /token=([A-Za-z0-9_-]+)/.exec(mail?.textBody ?? '')?.[1] ?? '')).statusCode, 200)
+  t.equal((await reset(app, await latestResetToken(app))).statusCode, 200)
   assertError(t, await app.inject({ url: '/api/auth/me', headers: bearer(s.accessToken) }), 401, 'SESSION_REVOKED')
   assertError(t, await app.inject({ url: '/api/auth/me', headers: bearer(other.json().accessToken) }), 401, 'SESSION_REVOKED')
   const live = (await app.db.select().from(sessions).where(eq(sessions.userId, s.user.id))).filter((x) => x.revokedAt === null)
@@ -186,8 +187,7 @@ t.test('breached passwords are refused at signup, change and reset; HIBP down pa
   const s = await signup(app)
   assertError(t, await change(app, s.accessToken, PASSWORD, BREACHED), 400, 'PASSWORD_BREACHED')
   await forgot(app, s.email)
-  const [mail] = await app.db.select().from(emailOutbox)
-  const token = /token=([A-Za-z0-9_-]+)/.exec(mail?.textBody ?? '')?.[1] ?? ''
+  const token = await latestResetToken(app)
   assertError(t, await reset(app, token, BREACHED), 400, 'PASSWORD_BREACHED')
   assertError(t, await reset(app, token, 'nodigits'), 400, 'PASSWORD_TOO_WEAK')
   t.equal((await reset(app, token)).statusCode, 200, 'the token survived the refused attempts')

@@ -1,5 +1,6 @@
 import t from 'tap'
 import { createBreachChecker } from '../../src/services/hibp.ts'
+import { silentTelemetry } from '../../src/services/telemetry.ts'
 import { startHibp, sha1 } from '../hibp-server.ts'
 import { testClock, type Test } from '../helper.ts'
 
@@ -11,7 +12,7 @@ async function setup (t: Test, opts: { failClosed?: boolean, timeoutMs?: number 
   const unavailable: unknown[] = []
   const checker = createBreachChecker(
     { enabled: true, apiUrl: hibp.url, timeoutMs: opts.timeoutMs ?? 500, failClosed: opts.failClosed ?? false, cacheTtlMs: 60_000 },
-    { now: clock.now, onUnavailable: (err) => unavailable.push(err) }
+    { now: clock.now, telemetry: { log: { ...silentTelemetry.log, warn: (obj) => unavailable.push((obj as { err: unknown }).err) } } }
   )
   return { hibp, clock, checker, unavailable }
 }

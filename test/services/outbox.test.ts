@@ -8,7 +8,8 @@ import t from 'tap'
 import type { App } from '../../src/app.ts'
 import type { DbHandle } from '../../src/db/client.ts'
 import { emailOutbox } from '../../src/db/schema.ts'
-import { buildTestApp, openTestDb, testClock, type Test } from '../helper.ts'
+import { loggerOptions } from '../../src/logger.ts'
+import { buildTestApp, logCapture, openTestDb, round, testClock, type Test } from '../helper.ts'
 import { type Received, startSmtp } from '../smtp.ts'
 
 const BASE_MS = 30_000 // OUTBOX_BACKOFF_BASE_SECONDS default
@@ -72,7 +73,7 @@ t.test('an enqueued email is delivered exactly once over SMTP', async (t) => {
   t.equal(smtp.messages.length, 0, 'nothing is sent by enqueue itself')
 
   clock.advance(1000)
-  t.same(await app.services.outbox.runOnce(), { sent: 1, failed: 0 })
+  t.same(await app.services.outbox.runOnce(), round({ sent: 1 }))
   t.equal(smtp.messages.length, 1, 'one message received')
   checkDelivered(t, smtp.messages[0], 'alice@example.com', 'Your refresh token was reused', 'Someone reused an old token.\nAll sessions were revoked.')
 
@@ -84,7 +85,7 @@ t.test('an enqueued email is delivered exactly once over SMTP', async (t) => {
 
   for (const step of [0, LEASE_MS + 1, 24 * 3600_000]) {
     clock.advance(step)
-    t.same(await app.services.outbox.runOnce(), { sent: 0, failed: 0 }, `nothing more after +${step} ms`)
+    t.same(await app.services.outbox.runOnce(), round({}), `nothing more after +${step} ms`)
   }
   t.equal(smtp.messages.length, 1, 'still exactly one message')
   const after = await onlyRow(t, app.db)
@@ -104,7 +105,7 @@ t.test('SMTP server down: retried with exponential backoff, then delivered exact
   await enqueue(app, 'bob@example.com', 'Password changed', 'Your password was changed.')
 
   // First attempt: connection refused.
-  t.same(await outbox.runOnce(), { sent: 0, failed: 1 })
+  t.same(await outbox.runOnce(), round({ retry: 1 }))
   let row = await onlyRow(t, app.db)
   t.equal(row.status, 'pending', 'still pending after a failure')
   t.equal(row.attempts, 1)
@@ -114,13 +115,13 @@ t.test('SMTP server down: retried with exponential backoff, then delivered exact
 
   // Before the backoff has elapsed: nothing is tried.
   clock.advance(BASE_MS - 1000)
-  t.same(await outbox.runOnce(), { sent: 0, failed: 0 }, 'not due yet')
+  t.same(await outbox.runOnce(), round({}), 'not due yet')
   row = await onlyRow(t, app.db)
   t.equal(row.attempts, 1, 'attempts not incremented before the delay')
 
   // Second attempt (server still down): the delay doubles.
   clock.advance(1000)
-  t.same(await outbox.runOnce(), { sent: 0, failed: 1 })
+  t.same(await outbox.runOnce(), round({ retry: 1 }))
   row = await onlyRow(t, app.db)
   t.equal(row.status, 'pending')
   t.equal(row.attempts, 2)
@@ -128,17 +129,17 @@ t.test('SMTP server down: retried with exponential backoff, then delivered exact
   t.equal(row.nextAttemptAt.getTime(), clock.now().getTime() + 2 * BASE_MS, 'delay doubles after the second failure')
 
   clock.advance(2 * BASE_MS - 1000)
-  t.same(await outbox.runOnce(), { sent: 0, failed: 0 }, 'not due yet after the second failure')
+  t.same(await outbox.runOnce(), round({}), 'not due yet after the second failure')
   t.equal((await onlyRow(t, app.db)).attempts, 2)
 
   // The server comes back on the same port.
   const smtp = await startSmtp(t, { port })
   t.equal(smtp.port, port)
-  t.same(await outbox.runOnce(), { sent: 0, failed: 0 }, 'still waits for its backoff although the server is up')
+  t.same(await outbox.runOnce(), round({}), 'still waits for its backoff although the server is up')
   t.equal(smtp.messages.length, 0)
 
   clock.advance(1000)
-  t.same(await outbox.runOnce(), { sent: 1, failed: 0 })
+  t.same(await outbox.runOnce(), round({ sent: 1 }))
   t.equal(smtp.messages.length, 1)
   checkDelivered(t, smtp.messages[0], 'bob@example.com', 'Password changed', 'Your password was changed.')
   row = await onlyRow(t, app.db)
@@ -149,7 +150,7 @@ t.test('SMTP server down: retried with exponential backoff, then delivered exact
 
   for (let i = 0; i < 3; i++) {
     clock.advance(3600_000)
-    t.same(await outbox.runOnce(), { sent: 0, failed: 0 })
+    t.same(await outbox.runOnce(), round({}))
   }
   t.equal(smtp.messages.length, 1, 'delivered exactly once')
 })
@@ -167,13 +168,13 @@ t.test('a restart in between loses nothing', async (t) => {
 
     clock.advance(5000)
     const app2 = await buildTestApp(t, { env: smtpEnv(smtp.port), now: clock.now, db })
-    t.same(await app2.services.outbox.runOnce(), { sent: 1, failed: 0 })
+    t.same(await app2.services.outbox.runOnce(), round({ sent: 1 }))
     t.equal(smtp.messages.length, 1)
     checkDelivered(t, smtp.messages[0], 'carol@example.com', 'Reset your password', 'Use the link to reset.')
     const row = await onlyRow(t, db.db)
     t.equal(row.status, 'sent')
     t.equal(row.attempts, 1)
-    t.same(await app2.services.outbox.runOnce(), { sent: 0, failed: 0 })
+    t.same(await app2.services.outbox.runOnce(), round({}))
     t.equal(smtp.messages.length, 1, 'exactly once')
   })
 
@@ -183,7 +184,7 @@ t.test('a restart in between loses nothing', async (t) => {
     const clock = testClock()
     const app1 = await buildTestApp(t, { env: smtpEnv(port), now: clock.now, db })
     await enqueue(app1, 'dave@example.com', 'MFA disabled', 'Two-factor authentication was turned off.')
-    t.same(await app1.services.outbox.runOnce(), { sent: 0, failed: 1 })
+    t.same(await app1.services.outbox.runOnce(), round({ retry: 1 }))
     const failedAt = clock.now().getTime()
     await app1.close()
 
@@ -195,9 +196,9 @@ t.test('a restart in between loses nothing', async (t) => {
     t.match(row.lastError, /ECONNREFUSED/)
     t.equal(row.nextAttemptAt.getTime(), failedAt + BASE_MS)
 
-    t.same(await app2.services.outbox.runOnce(), { sent: 0, failed: 0 }, 'not before the backoff')
+    t.same(await app2.services.outbox.runOnce(), round({}), 'not before the backoff')
     clock.advance(BASE_MS)
-    t.same(await app2.services.outbox.runOnce(), { sent: 1, failed: 0 })
+    t.same(await app2.services.outbox.runOnce(), round({ sent: 1 }))
     t.equal(smtp.messages.length, 1)
     checkDelivered(t, smtp.messages[0], 'dave@example.com', 'MFA disabled', 'Two-factor authentication was turned off.')
     row = await onlyRow(t, db.db)
@@ -205,7 +206,7 @@ t.test('a restart in between loses nothing', async (t) => {
     t.equal(row.attempts, 2)
     t.equal(row.lastError, null)
     clock.advance(3600_000)
-    t.same(await app2.services.outbox.runOnce(), { sent: 0, failed: 0 })
+    t.same(await app2.services.outbox.runOnce(), round({}))
     t.equal(smtp.messages.length, 1, 'exactly once')
   })
   t.end()
@@ -228,18 +229,18 @@ t.test('claims are leased', async (t) => {
     t.equal(row.attempts, 1, 'the claim counts the attempt')
     t.equal(row.nextAttemptAt.getTime(), claimedAt + LEASE_MS, 'the claim pushes next_attempt_at by the lease')
 
-    t.same(await app2.services.outbox.runOnce(), { sent: 0, failed: 0 }, 'another worker does not take it')
+    t.same(await app2.services.outbox.runOnce(), round({}), 'another worker does not take it')
     clock.advance(LEASE_MS - 1000)
-    t.same(await app2.services.outbox.runOnce(), { sent: 0, failed: 0 }, 'nor just before the lease ends')
+    t.same(await app2.services.outbox.runOnce(), round({}), 'nor just before the lease ends')
 
     smtp.release()
-    t.same(await inFlight, { sent: 1, failed: 0 })
+    t.same(await inFlight, round({ sent: 1 }))
     t.equal(smtp.messages.length, 1)
     row = await onlyRow(t, db.db)
     t.equal(row.status, 'sent')
     t.equal(row.attempts, 1)
     clock.advance(LEASE_MS)
-    t.same(await app2.services.outbox.runOnce(), { sent: 0, failed: 0 }, 'a sent row is never taken again')
+    t.same(await app2.services.outbox.runOnce(), round({}), 'a sent row is never taken again')
     t.equal(smtp.messages.length, 1, 'exactly once')
   })
 
@@ -252,61 +253,165 @@ t.test('claims are leased', async (t) => {
     const leaseEnd = new Date(clock.now().getTime() + LEASE_MS)
     await app.db.update(emailOutbox).set({ attempts: 1, nextAttemptAt: leaseEnd })
 
-    t.same(await app.services.outbox.runOnce(), { sent: 0, failed: 0 }, 'not while the lease runs')
+    t.same(await app.services.outbox.runOnce(), round({}), 'not while the lease runs')
     clock.advance(LEASE_MS - 1)
-    t.same(await app.services.outbox.runOnce(), { sent: 0, failed: 0 }, 'not 1 ms before the lease ends')
+    t.same(await app.services.outbox.runOnce(), round({}), 'not 1 ms before the lease ends')
     t.equal(smtp.messages.length, 0)
     let row = await onlyRow(t, app.db)
     t.equal(row.attempts, 1, 'no attempt counted while leased')
     t.equal(row.status, 'pending')
 
     clock.advance(1)
-    t.same(await app.services.outbox.runOnce(), { sent: 1, failed: 0 }, 'delivered once the lease has expired')
+    t.same(await app.services.outbox.runOnce(), round({ sent: 1 }), 'delivered once the lease has expired')
     t.equal(smtp.messages.length, 1)
     checkDelivered(t, smtp.messages[0], 'frank@example.com', 'Orphaned claim', 'Its first sender crashed.')
     row = await onlyRow(t, app.db)
     t.equal(row.status, 'sent')
     t.equal(row.attempts, 2)
     clock.advance(LEASE_MS * 2)
-    t.same(await app.services.outbox.runOnce(), { sent: 0, failed: 0 })
+    t.same(await app.services.outbox.runOnce(), round({}))
     t.equal(smtp.messages.length, 1, 'exactly once')
   })
   t.end()
 })
 
-t.test('gives up after OUTBOX_MAX_ATTEMPTS and keeps the last error', async (t) => {
-  // The server is up but refuses the recipient, with a different reply each time.
-  const smtp = await startSmtp(t, { reject: (n) => `mailbox unavailable (try ${n})` })
+t.test('a permanent rejection of the recipient (SMTP 5xx) fails at once, keeps the error and erases the body', async (t) => {
+  const smtp = await startSmtp(t, { reject: (n) => `no such mailbox (try ${n})` })
   const clock = testClock()
-  const app = await buildTestApp(t, { env: smtpEnv(smtp.port, { OUTBOX_MAX_ATTEMPTS: '2' }), now: clock.now })
-  const outbox = app.services.outbox
-  await enqueue(app, 'grace@example.com', 'Never arrives', 'Refused every time.')
-  t.equal((await onlyRow(t, app.db)).maxAttempts, 2, 'max_attempts stored with the row')
+  const app = await buildTestApp(t, { env: smtpEnv(smtp.port), now: clock.now })
+  await enqueue(app, 'grace@example.com', 'Never arrives', 'Refused for good.')
 
-  t.same(await outbox.runOnce(), { sent: 0, failed: 1 })
-  let row = await onlyRow(t, app.db)
-  t.equal(row.status, 'pending')
-  t.equal(row.attempts, 1)
-  t.match(row.lastError, /mailbox unavailable \(try 1\)/)
-  t.equal(row.nextAttemptAt.getTime(), clock.now().getTime() + BASE_MS)
+  t.same(await app.services.outbox.runOnce(), round({ failed: 1 }))
+  const row = await onlyRow(t, app.db)
+  t.match(row, { status: 'failed', attempts: 1, sentAt: null, bodySealed: null, textBody: null, claimId: null, toAddress: 'grace@example.com' })
+  t.match(row.lastError, /no such mailbox \(try 1\)/)
+  clock.advance(24 * 3600_000)
+  t.same(await app.services.outbox.runOnce(), round({}), 'never tried again')
+  t.equal(smtp.messages.length, 0)
+})
 
-  clock.advance(BASE_MS)
-  t.same(await outbox.runOnce(), { sent: 0, failed: 1 })
-  row = await onlyRow(t, app.db)
-  t.equal(row.status, 'failed', 'marked failed after the last attempt')
-  t.equal(row.attempts, 2)
-  t.match(row.lastError, /mailbox unavailable \(try 2\)/, 'the last error is kept')
-  t.notMatch(row.lastError, /try 1/)
-  t.equal(row.sentAt, null)
+t.test('transient failures (SMTP 4xx, the server down) keep retrying, at most OUTBOX_BACKOFF_MAX_SECONDS apart, until delivered', async (t) => {
+  let refusing = true
+  const smtp = await startSmtp(t, { reject: () => (refusing ? 'try again later' : undefined), rejectCode: 451 })
+  const clock = testClock()
+  const app = await buildTestApp(t, { env: smtpEnv(smtp.port), now: clock.now })
+  await enqueue(app, 'heidi@example.com', 'Eventually', 'Worth the wait.')
 
-  for (let i = 0; i < 3; i++) {
-    clock.advance(24 * 3600_000)
-    t.same(await outbox.runOnce(), { sent: 0, failed: 0 }, 'no further attempts')
+  // Far past the old limit of 8 attempts: a reuse alert or a reset link is not dropped after an hour.
+  const gaps: number[] = []
+  for (let attempt = 1; attempt <= 12; attempt++) {
+    t.same(await app.services.outbox.runOnce(), round({ retry: 1 }), `attempt ${attempt} refused with 451`)
+    const row = await onlyRow(t, app.db)
+    t.equal(row.status, 'pending')
+    gaps.push(row.nextAttemptAt.getTime() - clock.now().getTime())
+    clock.set(row.nextAttemptAt)
   }
-  row = await onlyRow(t, app.db)
-  t.equal(row.status, 'failed')
-  t.equal(row.attempts, 2, 'attempts stay at the maximum')
-  t.equal(smtp.messages.length, 0, 'nothing was ever accepted')
+  t.same(gaps.slice(0, 6), [30_000, 60_000, 120_000, 240_000, 480_000, 900_000], 'exponential from 30 s, capped at 15 minutes')
+  t.ok(gaps.slice(5).every((g) => g === 900_000), 'and stays at the cap')
+
+  refusing = false
+  t.same(await app.services.outbox.runOnce(), round({ sent: 1 }))
+  const row = await onlyRow(t, app.db)
+  t.match(row, { status: 'sent', attempts: 13, bodySealed: null, lastError: null })
+  t.equal(smtp.messages.length, 1, 'delivered exactly once')
+})
+
+t.test('an email that is no longer useful is dropped as expired, not sent late', async (t) => {
+  const port = await deadPort(t)
+  const clock = testClock()
+  const app = await buildTestApp(t, { env: smtpEnv(port), now: clock.now })
+  const expiresAt = new Date(clock.now().getTime() + 30 * 60_000) // a reset link's lifetime
+  await app.services.outbox.enqueue(app.db, 'password_reset', { to: 'ivan@example.com', subject: 'Reset', text: 'https://app/reset?token=x' }, { expiresAt })
+
+  t.same(await app.services.outbox.runOnce(), round({ retry: 1 }))
+  for (let i = 0; i < 10; i++) {
+    const row = await onlyRow(t, app.db)
+    if (row.status !== 'pending') break
+    clock.set(row.nextAttemptAt)
+    await app.services.outbox.runOnce()
+  }
+  const row = await onlyRow(t, app.db)
+  t.match(row, { status: 'expired', bodySealed: null, textBody: null, sentAt: null })
+  t.ok(row.lastError, 'the last error says why it never went out')
+
+  const smtp = await startSmtp(t, { port })
+  clock.advance(3600_000)
+  t.same(await app.services.outbox.runOnce(), round({}))
+  t.equal(smtp.messages.length, 0, 'the server back up never gets the dead link')
+})
+
+t.test('the backlog and the age of the oldest pending email are logged as they grow, and once when cleared', async (t) => {
+  const port = await deadPort(t)
+  const clock = testClock()
+  const logs = logCapture()
+  const app = await buildTestApp(t, { env: smtpEnv(port), now: clock.now, logger: loggerOptions('info', logs.stream) })
+  await enqueue(app, 'a@example.com', 'One', 'first')
+  clock.advance(90_000)
+  await enqueue(app, 'b@example.com', 'Two', 'second')
+  await app.services.outbox.runOnce()
+  const growing = logs.lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'email outbox backlog is growing')
+  t.equal(growing.length, 1)
+  t.match(growing[0], { level: 40, pending: 2, oldestPendingSeconds: 90 })
+  t.notMatch(logs.text(), /first|second/, 'bodies are never logged')
+
+  const smtp = await startSmtp(t, { port })
+  clock.advance(3600_000)
+  await app.services.outbox.runOnce()
+  t.equal(smtp.messages.length, 2)
+  t.ok(logs.lines.some((l) => JSON.parse(l).msg === 'email outbox backlog cleared'))
+})
+
+t.test('a worker that lost its claim changes nothing', async (t) => {
+  // Worker A's send hangs past its lease; worker B takes the row over and delivers it.
+  const setup = async (t: Test, outcome: 'succeeds' | 'fails') => {
+    const db = await ownDb(t)
+    const clock = testClock()
+    const smtp = await startSmtp(t)
+    let startedA: () => void = () => {}
+    const aStarted = new Promise<void>((resolve) => { startedA = resolve })
+    let finishA: () => void = () => {}
+    const slowMailer = {
+      send: () => {
+        startedA()
+        return new Promise<void>((ok, fail) => { finishA = () => (outcome === 'succeeds' ? ok() : fail(new Error('connection reset'))) })
+      }
+    }
+    const appA = await buildTestApp(t, { db, now: clock.now, mailer: slowMailer })
+    const appB = await buildTestApp(t, { db, env: smtpEnv(smtp.port), now: clock.now })
+    await enqueue(appB, 'judy@example.com', 'Once', 'only once')
+    const roundA = appA.services.outbox.runOnce()
+    await aStarted
+    clock.advance(LEASE_MS + 1)
+    t.same(await appB.services.outbox.runOnce(), round({ sent: 1 }), 'B delivers after A\'s lease ran out')
+    const sentAt = (await onlyRow(t, db.db)).sentAt
+    finishA()
+    await roundA
+    const row = await onlyRow(t, db.db)
+    t.match(row, { status: 'sent', claimId: null, bodySealed: null })
+    t.same(row.sentAt, sentAt, 'B\'s completion stands')
+    t.equal(smtp.messages.length, 1)
+  }
+  t.test('a late failure does not set a sent row back to pending', (t) => setup(t, 'fails'))
+  t.test('a late success does not mark it sent a second time', (t) => setup(t, 'succeeds'))
+  t.end()
+})
+
+t.test('a batch finishes inside its lease: a send that could not end before the lease does is not started', async (t) => {
+  const clock = testClock()
+  const delivered: string[] = []
+  // Each send takes 50 s of the 120 s lease; a send may take up to 30 s (OutboxSettings.sendTimeoutMs).
+  const mailer = { send: async (mail: { subject: string }) => { clock.advance(50_000); delivered.push(mail.subject) } }
+  const app = await buildTestApp(t, { now: clock.now, mailer })
+  for (const subject of ['one', 'two', 'three']) {
+    await enqueue(app, 'kim@example.com', subject, subject)
+    clock.advance(1)
+  }
+  t.same(await app.services.outbox.runOnce(), round({ sent: 2, released: 1 }), 'the third would have ended after the lease')
+  const third = (await rows(app.db)).find((r) => r.subject === 'three')
+  t.match(third, { status: 'pending', attempts: 0, claimId: null })
+  t.ok(third !== undefined && third.nextAttemptAt <= clock.now(), 'released, due at once')
+  t.same(await app.services.outbox.runOnce(), round({ sent: 1 }))
+  t.same(delivered, ['one', 'two', 'three'])
 })
 
 /** Waits until `check` is true, polling every 10 ms, failing after `ms`. */
@@ -392,6 +497,6 @@ t.test('two workers on one database deliver each email exactly once', async (t) 
 
   clock.advance(LEASE_MS + 1)
   const again = await Promise.all([app1.services.outbox.runOnce(), app2.services.outbox.runOnce()])
-  t.same(again, [{ sent: 0, failed: 0 }, { sent: 0, failed: 0 }])
+  t.same(again, [round({}), round({})])
   t.equal(smtp.messages.length, 5, 'still five')
 })
