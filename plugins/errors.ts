@@ -34,12 +34,21 @@ function isDatabaseDown (err: unknown): boolean {
   return false
 }
 
-/** True when any string (or key) in a parsed JSON value holds U+0000. */
-function hasNul (value: unknown): boolean {
-  if (typeof value === 'string') return value.includes('\u0000')
-  if (Array.isArray(value)) return value.some(hasNul)
-  if (value !== null && typeof value === 'object') {
-    return Object.entries(value).some(([k, v]) => k.includes('\u0000') || hasNul(v))
+/** True when any string (or key) in a parsed JSON value holds U+0000. Iterative: bodies may nest deeply. */
+function hasNul (root: unknown): boolean {
+  const stack: unknown[] = [root]
+  while (stack.length > 0) {
+    const value = stack.pop()
+    if (typeof value === 'string') {
+      if (value.includes('\u0000')) return true
+    } else if (Array.isArray(value)) {
+      stack.push(...value)
+    } else if (value !== null && typeof value === 'object') {
+      for (const [k, v] of Object.entries(value)) {
+        if (k.includes('\u0000')) return true
+        stack.push(v)
+      }
+    }
   }
   return false
 }
@@ -93,6 +102,19 @@ async function errors (fastify: FastifyInstance) {
     }
     if (err instanceof AppError && err.retryAfter !== undefined) reply.header('retry-after', String(err.retryAfter))
     return reply.code(out.statusCode).type('application/json; charset=utf-8').send(out)
+  })
+
+  // Plugins that answer on their own (@fastify/cors: `400 Invalid Preflight Request` as text)
+  // bypass the error handler: their error responses get the contract's shape here.
+  fastify.addHook('onSend', async (_request, reply, payload) => {
+    if (reply.statusCode < 400 || String(reply.getHeader('content-type')).startsWith('application/json')) return payload
+    const status = reply.statusCode
+    const text = STATUS_CODES[status] ?? 'Error'
+    const out = status >= 500
+      ? errorBody(status, status === 503 ? 'SERVICE_UNAVAILABLE' : 'INTERNAL_ERROR', text)
+      : errorBody(status, BY_STATUS[status] ?? 'VALIDATION_ERROR', typeof payload === 'string' && payload !== '' && payload.length <= 200 ? payload : text)
+    reply.type('application/json; charset=utf-8')
+    return JSON.stringify(out)
   })
 
   fastify.setNotFoundHandler(function notFound (request, reply) {
