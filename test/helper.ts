@@ -202,6 +202,11 @@ export async function signup (app: App, email = uniqueEmail(), password = PASSWO
   return { ...body, email, password, res }
 }
 
+/** The value of the refresh cookie a response set ('' when it cleared it or set none). */
+export function refreshCookieIn (res: { cookies: Array<{ name: string, value: string }> }): string {
+  return res.cookies.find((c) => c.name === 'refresh_token')?.value ?? ''
+}
+
 /** Logs in through HTTP and returns the raw response. */
 export function login (app: App, email: string, password = PASSWORD, remoteAddress = '10.0.0.1') {
   return app.inject({ method: 'POST', url: '/api/auth/login', payload: { email, password }, remoteAddress })

@@ -49,6 +49,21 @@ t.test('production without JWT_SECRET stops with one line naming it', async (t) 
   t.match(bad.stderr.trim(), /^Invalid configuration: PORT [^\n]*$/)
 })
 
+t.test('production without SMTP_HOST stops, since reset links would go to stdout, unless MAIL_STDOUT=true says so', async (t) => {
+  const secrets = { NODE_ENV: 'production', JWT_SECRET: 'p'.repeat(40), MFA_ENCRYPTION_KEY: 'm'.repeat(40) }
+  const run = await start(secrets).exited
+  t.equal(run.code, 1)
+  t.match(run.stderr.trim(), /^Invalid configuration: SMTP_HOST is required in production \(emails carry reset links\); set MAIL_STDOUT=true to print them to stdout instead$/)
+
+  const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-server-'))
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }))
+  const chosen = start({ ...secrets, MAIL_STDOUT: 'true', DATA_DIR: dataDir, PORT: '0' })
+  t.equal((await fetch(`${await chosen.listening}/health/ready`)).status, 200, 'starts when stdout delivery is chosen explicitly')
+  chosen.child.kill('SIGTERM')
+  const stopped = await chosen.exited
+  t.match(stopped.stdout, /MAIL_STDOUT=true: emails, reset links included, are printed to stdout/, 'and says so in the log')
+})
+
 t.test('development: embedded database under DATA_DIR, generated secret kept across restarts, graceful stop', async (t) => {
   const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-server-'))
   t.teardown(() => rmSync(dataDir, { recursive: true, force: true }))
