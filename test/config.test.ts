@@ -1,5 +1,6 @@
+import { readFileSync } from 'node:fs'
 import t from 'tap'
-import { ConfigError, loadConfig } from '../src/config.ts'
+import { ConfigError, ConfigSchema, loadConfig } from '../src/config.ts'
 
 const SECRET = 'x'.repeat(32)
 
@@ -134,4 +135,11 @@ t.test('PUBLIC_URL defaults to http://localhost:PORT', async (t) => {
   t.equal(loadConfig({ PORT: '8080' }).PUBLIC_URL, 'http://localhost:8080')
   t.equal(loadConfig({ PUBLIC_URL: 'https://auth.example.com' }).PUBLIC_URL, 'https://auth.example.com')
   t.throws(() => loadConfig({ PUBLIC_URL: 'auth.example.com' }), /PUBLIC_URL/)
+})
+
+t.test('.env.example lists every variable the service reads', async (t) => {
+  const example = readFileSync(new URL('../.env.example', import.meta.url), 'utf8')
+  for (const key of Object.keys(ConfigSchema.properties)) {
+    t.match(example, new RegExp(`^#? ?${key}=`, 'm'), key)
+  }
 })
