@@ -6,7 +6,7 @@ import { createSigner, createVerifier } from 'fast-jwt'
 import type { AccessClaims } from '../src/services/accounts.ts'
 import type { MfaTokenCodec } from '../src/services/mfa.ts'
 
-/** What a verified access token holds (../shared/API.md "Tokens"). */
+/** What a verified access token holds (docs/API.md, "Tokens and sessions"). */
 export interface AccessTokenPayload extends AccessClaims {
   jti: string
   iss: string

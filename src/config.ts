@@ -5,7 +5,7 @@ import { assertPasswordPolicy } from './services/password-policy.ts'
 
 /**
  * Every setting of the service, parsed once from the environment.
- * Names follow ../shared/API.md "Configuration"; additions are listed in the README.
+ * Names follow docs/API.md, "Configuration", which marks the contract's names and the additions.
  * This module never touches the file system or the network: loadConfig is pure.
  */
 const Bool = (def: boolean) => Type.Boolean({ default: def })

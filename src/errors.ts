@@ -1,5 +1,5 @@
 /**
- * Domain errors with the contract's stable codes (../shared/API.md "Errors").
+ * Domain errors with the contract's stable codes (docs/API.md, "Errors").
  * Services throw AppError; the errors plugin turns it into
  * `{ statusCode, code, error, message }`.
  */
@@ -40,6 +40,9 @@ const DEFAULT_MESSAGE: Partial<Record<ErrorCode, string>> = {
   TOKEN_EXPIRED: 'Access token expired',
   SESSION_REVOKED: 'Session has been revoked',
   AUTH_INVALID_CREDENTIALS: 'Invalid email or password',
+  REFRESH_TOKEN_INVALID: 'Refresh token is invalid or has expired',
+  MFA_INVALID_CODE: 'Invalid or already used code',
+  MFA_TOKEN_INVALID: 'MFA challenge is invalid or has expired',
   FORBIDDEN: 'Not allowed',
   ADMIN_REQUIRED: 'Administrator role required',
   ACCOUNT_DISABLED: 'Account is disabled',

@@ -4,7 +4,7 @@ import {
 } from 'drizzle-orm/pg-core'
 
 /**
- * The whole contract's data model (../shared/API.md). Later features add behaviour,
+ * The whole contract's data model (docs/API.md). Later features add behaviour,
  * not tables: sessions/refresh tokens, MFA, resets and the outbox already have a home.
  * Every timestamp is written by the application (injected clock), never by now() in SQL,
  * so tests can move time.

@@ -171,3 +171,13 @@ t.test('login rehashes a password made with other argon2 parameters', async (t) 
   t.match(row?.passwordHash, /^\$argon2id\$v=19\$m=8192,t=1,p=1\$/, 'upgraded to the current parameters')
   t.equal((await login(app, email)).statusCode, 200, 'still logs in')
 })
+
+t.test('a password typed with composed or decomposed accents is the same password (NFKC)', async (t) => {
+  const app = await buildTestApp(t)
+  const composed = 'Caf\u00e9-Passw0rd'
+  const decomposed = 'Cafe\u0301-Passw0rd'
+  t.not(composed, decomposed, 'two different strings')
+  const s = await signup(app, uniqueEmail(), composed)
+  t.equal((await login(app, s.email, decomposed)).statusCode, 200, 'signed up composed, logs in decomposed')
+  t.equal((await login(app, s.email, 'Cafe-Passw0rd')).statusCode, 401, 'without the accent it is another password')
+})

@@ -1,5 +1,5 @@
 /**
- * The tasks API, /api/:userId/tasks (../shared/API.md, "Authenticated" and "Errors"),
+ * The tasks API, /api/:userId/tasks (docs/API.md, "Tasks" and "Errors"),
  * exercised only through app.inject, with the database checked after each write (or refused write).
  */
 import { randomUUID } from 'node:crypto'
