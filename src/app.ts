@@ -129,6 +129,9 @@ export async function buildApp (opts: BuildAppOptions) {
     forceCloseConnections: 'idle'
   }).withTypeProvider<TypeBoxTypeProvider>()
 
+  if (config.NODE_ENV === 'production' && (config.TRUST_PROXY === true || typeof config.TRUST_PROXY === 'number')) {
+    app.log.warn('TRUST_PROXY is true or a hop count: a client that reaches the service without the proxy can choose its own IP; list the proxies\' addresses instead')
+  }
   app.setValidatorCompiler(validators())
   app.decorate('config', config)
   let closing = false

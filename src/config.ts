@@ -153,9 +153,14 @@ function parseTrustProxy (raw: string): unknown {
   return list
 }
 
+/** A URL as an error line may show it: without its password. */
+function withoutPassword (value: string): string {
+  return value.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@\s]*):[^@\s]*@/i, '$1:***@')
+}
+
 function describe (key: string, message: string, value: unknown): string {
   const secret = /SECRET|PASSWORD|KEY/.test(key)
-  const shown = secret || value === undefined ? '' : ` (got ${JSON.stringify(value).slice(0, 80)})`
+  const shown = secret || value === undefined ? '' : ` (got ${JSON.stringify(typeof value === 'string' ? withoutPassword(value) : value).slice(0, 80)})`
   return `Invalid configuration: ${key} ${message}${shown}`
 }
 

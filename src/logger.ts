@@ -71,6 +71,11 @@ export function serializeError (err: unknown, depth = 0): LoggedError {
   return out
 }
 
+const withoutQuery = (url: string) => {
+  const cut = url.search(/[?#]/)
+  return cut === -1 ? url : `${url.slice(0, cut)}?[…]`
+}
+
 /** Fastify's logger options: pino with request serialisers that include headers, redacted. */
 export function loggerOptions (level: string, stream?: NodeJS.WritableStream): FastifyServerOptions['logger'] {
   return {
@@ -79,12 +84,15 @@ export function loggerOptions (level: string, stream?: NodeJS.WritableStream): F
     ...(stream === undefined ? {} : { stream }),
     serializers: {
       err: serializeError,
+      // Query strings are never logged, in the URL or in a Referer: they can carry a live token
+      // (the reset page's ?token=… when the app shares the service's origin).
       req (req) {
+        const referer = req.headers.referer
         return {
           method: req.method,
-          url: req.url,
+          url: withoutQuery(req.url),
           remoteAddress: req.ip,
-          headers: req.headers
+          headers: referer === undefined ? req.headers : { ...req.headers, referer: withoutQuery(referer) }
         }
       }
     }

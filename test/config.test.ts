@@ -143,3 +143,14 @@ t.test('.env.example lists every variable the service reads', async (t) => {
     t.match(example, new RegExp(`^#? ?${key}=`, 'm'), key)
   }
 })
+
+t.test('a malformed URL is echoed without its password', async (t) => {
+  let message = ''
+  try {
+    loadConfig({ DATABASE_URL: 'mysql://root:hunter2@db.example.com/app' })
+  } catch (err) {
+    message = (err as Error).message
+  }
+  t.match(message, /^Invalid configuration: DATABASE_URL .*mysql:\/\/root:\*\*\*@db\.example\.com/)
+  t.notMatch(message, /hunter2/)
+})

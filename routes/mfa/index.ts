@@ -51,7 +51,7 @@ const mfaRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 200: MessageSchema, ...errors(400, 401, 403, 429) }
     }
   }, async (request) => {
-    await mfa.disable(request.user.sub, request.body, requestContext(request))
+    await mfa.disable(request.user.sub, request.user.sid, request.body, requestContext(request))
     return { message: 'Multi-factor authentication disabled' }
   })
 }

@@ -54,6 +54,11 @@ export const sessions = pgTable('sessions', {
   userAgent: text('user_agent'),
   createdAt: ts('created_at').notNull(),
   lastUsedAt: ts('last_used_at').notNull(),
+  /**
+   * The database also has a default (now() + 72 hours, written in migration 0001 by hand: drizzle-kit
+   * would copy an SQL default onto every column of this name) for inserts by instances of the
+   * previous release during a rolling upgrade; this release always sets it.
+   */
   expiresAt: ts('expires_at').notNull(),
   revokedAt: ts('revoked_at'),
   revokedReason: text('revoked_reason')
@@ -69,6 +74,11 @@ export const refreshTokens = pgTable('refresh_tokens', {
   tokenHash: text('token_hash').notNull(),
   parentId: uuid('parent_id'),
   createdAt: ts('created_at').notNull(),
+  /**
+   * The database also has a default (now() + 72 hours, written in migration 0001 by hand: drizzle-kit
+   * would copy an SQL default onto every column of this name) for inserts by instances of the
+   * previous release during a rolling upgrade; this release always sets it.
+   */
   expiresAt: ts('expires_at').notNull(),
   rotatedAt: ts('rotated_at'),
   revokedAt: ts('revoked_at'),
@@ -85,6 +95,11 @@ export const mfaChallenges = pgTable('mfa_challenges', {
   userId: uuid('user_id').notNull().references(() => users.id, { onDelete: 'cascade' }),
   failedAttempts: integer('failed_attempts').notNull().default(0),
   createdAt: ts('created_at').notNull(),
+  /**
+   * The database also has a default (now() + 72 hours, written in migration 0001 by hand: drizzle-kit
+   * would copy an SQL default onto every column of this name) for inserts by instances of the
+   * previous release during a rolling upgrade; this release always sets it.
+   */
   expiresAt: ts('expires_at').notNull(),
   consumedAt: ts('consumed_at')
 }, (t) => [
@@ -107,6 +122,11 @@ export const passwordResetTokens = pgTable('password_reset_tokens', {
   userId: uuid('user_id').notNull().references(() => users.id, { onDelete: 'cascade' }),
   tokenHash: text('token_hash').notNull(),
   createdAt: ts('created_at').notNull(),
+  /**
+   * The database also has a default (now() + 72 hours, written in migration 0001 by hand: drizzle-kit
+   * would copy an SQL default onto every column of this name) for inserts by instances of the
+   * previous release during a rolling upgrade; this release always sets it.
+   */
   expiresAt: ts('expires_at').notNull(),
   usedAt: ts('used_at'),
   requestedIp: text('requested_ip')
@@ -151,10 +171,17 @@ export const emailOutbox = pgTable('email_outbox', {
   kind: text('kind').notNull(),
   status: text('status', { enum: ['pending', 'sent', 'failed', 'expired'] }).notNull().default('pending'),
   attempts: integer('attempts').notNull().default(0),
+  /** Unused since retries run until expiry; kept (with a default) for instances of the previous release during a rolling upgrade. */
+  maxAttempts: integer('max_attempts').notNull().default(8),
   /** The worker's claim: completing a row requires still holding it. */
   claimId: uuid('claim_id'),
   nextAttemptAt: ts('next_attempt_at').notNull(),
   /** After this the email is useless (a reset link past its expiry) and is dropped as expired. */
+  /**
+   * The database also has a default (now() + 72 hours, written in migration 0001 by hand: drizzle-kit
+   * would copy an SQL default onto every column of this name) for inserts by instances of the
+   * previous release during a rolling upgrade; this release always sets it.
+   */
   expiresAt: ts('expires_at').notNull(),
   lastError: text('last_error'),
   createdAt: ts('created_at').notNull(),

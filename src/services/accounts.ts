@@ -1,11 +1,12 @@
-import { and, desc, eq, gt, inArray } from 'drizzle-orm'
-import { authEvents, users, type UserRow } from '../db/schema.ts'
+import { and, eq } from 'drizzle-orm'
+import { users, type UserRow } from '../db/schema.ts'
 import type { Db, Queryable } from '../db/client.ts'
 import { transaction } from '../db/transaction.ts'
 import { AppError } from '../errors.ts'
 import type { AuditLog, RequestContext } from './audit.ts'
 import { assertPasswordPolicy } from './password-policy.ts'
 import type { PasswordHasher } from './passwords.ts'
+import type { PasswordThrottle } from './password-throttle.ts'
 import type { BreachChecker } from './hibp.ts'
 import type { MfaChallenge, MfaService } from './mfa.ts'
 import type { Amr, IssuedRefreshToken, SessionService } from './sessions.ts'
@@ -58,14 +59,6 @@ export interface AuthResult {
   refresh: IssuedRefreshToken
 }
 
-export interface LoginThrottle {
-  /** Failures for one email within the window that lock it (for unknown IPs). */
-  maxFailures: number
-  windowMinutes: number
-  /** An IP that logged into the account within this many days is never locked out. */
-  knownIpDays: number
-}
-
 export function createAccountService (deps: {
   db: Db
   now: () => Date
@@ -74,7 +67,7 @@ export function createAccountService (deps: {
   mfa: MfaService
   audit: AuditLog
   sessions: SessionService
-  throttle: LoginThrottle
+  throttle: PasswordThrottle
   signAccessToken: (claims: AccessClaims) => string
   accessTokenSeconds: number
 }) {
@@ -90,42 +83,6 @@ export function createAccountService (deps: {
       },
       refresh
     }
-  }
-
-  /**
-   * Per-account brute-force guard. Returns the seconds until the account opens again for this
-   * IP, or 0. An IP that signed up or logged into the account recently is exempt, so an attacker
-   * hammering the account cannot lock its owner out.
-   */
-  async function lockedFor (email: string, ip: string): Promise<number> {
-    const { maxFailures, windowMinutes, knownIpDays } = deps.throttle
-    const t = now().getTime()
-    const recent = await db.select({ createdAt: authEvents.createdAt })
-      .from(authEvents)
-      .where(and(
-        eq(authEvents.email, email),
-        eq(authEvents.eventType, 'login_failure'),
-        gt(authEvents.createdAt, new Date(t - windowMinutes * 60_000))
-      ))
-      .orderBy(desc(authEvents.createdAt))
-      .limit(maxFailures)
-    const nth = recent[maxFailures - 1]
-    if (nth === undefined) return 0
-
-    if (knownIpDays > 0) {
-      const [known] = await db.select({ id: authEvents.id })
-        .from(authEvents)
-        .where(and(
-          eq(authEvents.email, email),
-          eq(authEvents.ipAddress, ip),
-          inArray(authEvents.eventType, ['login_success', 'signup']),
-          eq(authEvents.success, true),
-          gt(authEvents.createdAt, new Date(t - knownIpDays * 86_400_000))
-        ))
-        .limit(1)
-      if (known !== undefined) return 0
-    }
-    return Math.max(1, Math.ceil((nth.createdAt.getTime() + windowMinutes * 60_000 - t) / 1000))
   }
 
   const emailOf = async (userId: string) =>
@@ -170,11 +127,7 @@ export function createAccountService (deps: {
 
     async login (input: { email: string, password: string }, ctx: RequestContext): Promise<AuthResult | MfaChallenge> {
       const email = normaliseEmail(input.email)
-      const retryAfter = await lockedFor(email, ctx.ip)
-      if (retryAfter > 0) {
-        await audit.record({ type: 'rate_limited', ctx, email, success: false, failureReason: 'account_login_failures' })
-        throw new AppError('RATE_LIMITED', 'Too many failed logins for this account, please try again later', { retryAfter })
-      }
+      await deps.throttle.assertOpen(email, ctx)
 
       const [user] = await db.select().from(users).where(eq(users.email, email))
       const ok = user === undefined

@@ -1,7 +1,7 @@
 import { and, eq, gt, isNull, sql } from 'drizzle-orm'
 import type { Db, Queryable } from '../db/client.ts'
 import { transaction } from '../db/transaction.ts'
-import { passwordResetTokens, users } from '../db/schema.ts'
+import { mfaChallenges, passwordResetTokens, users } from '../db/schema.ts'
 import { AppError } from '../errors.ts'
 import type { AuditLog, RequestContext } from './audit.ts'
 import { hashOpaqueToken, newOpaqueToken, OPAQUE_TOKEN_FORMAT } from './opaque-tokens.ts'
@@ -11,9 +11,12 @@ import type { Telemetry } from './telemetry.ts'
 import { displayIp } from './user-agent.ts'
 import { assertPasswordPolicy } from './password-policy.ts'
 import type { PasswordHasher } from './passwords.ts'
+import type { PasswordThrottle } from './password-throttle.ts'
 import type { SessionService } from './sessions.ts'
 import { normaliseEmail } from './accounts.ts'
 
+
+const MAX_QUEUED_RESETS = 1000
 
 /**
  * The password lifecycle after signup: forgotten password by email, reset, change, and the
@@ -28,6 +31,7 @@ export function createCredentialService (deps: {
   sessions: SessionService
   outbox: Outbox
   audit: AuditLog
+  throttle: PasswordThrottle
   telemetry: Telemetry
   appUrl: string
   resetTokenMinutes: number
@@ -41,16 +45,24 @@ export function createCredentialService (deps: {
     await deps.breaches.assertNotBreached(password)
   }
 
-  /** A new password: clears passwordMustChange and voids every outstanding reset link. */
+  /**
+   * A new password: clears passwordMustChange, voids every outstanding reset link and every open
+   * MFA challenge (an mfaToken won with the old password), and lifts the per-account MFA lock
+   * that whoever knew the old password may have been holding.
+   */
   async function setPassword (tx: Queryable, userId: string, passwordHash: string, t: Date): Promise<void> {
-    await tx.update(users).set({ passwordHash, passwordChangedAt: t, passwordMustChange: false, updatedAt: t }).where(eq(users.id, userId))
+    await tx.update(users).set({
+      passwordHash, passwordChangedAt: t, passwordMustChange: false, updatedAt: t, mfaFailureCount: 0, mfaFailureWindowStart: null
+    }).where(eq(users.id, userId))
     await tx.update(passwordResetTokens).set({ usedAt: t })
       .where(and(eq(passwordResetTokens.userId, userId), isNull(passwordResetTokens.usedAt)))
+    await tx.update(mfaChallenges).set({ consumedAt: t })
+      .where(and(eq(mfaChallenges.userId, userId), isNull(mfaChallenges.consumedAt)))
   }
 
   const resetLink = (token: string) => `${deps.appUrl.replace(/\/+$/, '')}/reset-password?token=${token}`
 
-  /** Reset requests accepted but not yet carried out (see requestReset). */
+  /** Reset requests accepted but not yet carried out (see requestReset), at most MAX_QUEUED_RESETS. */
   const queued = new Set<Promise<void>>()
 
   /**
@@ -110,6 +122,8 @@ export function createCredentialService (deps: {
      * real account (a token, an email) would otherwise show in the response time.
      */
     requestReset (rawEmail: string, ctx: RequestContext): void {
+      // Bounded: accepted work must not pile up without limit when requests outrun the database.
+      if (queued.size >= MAX_QUEUED_RESETS) throw new AppError('SERVICE_UNAVAILABLE', 'Too many password reset requests in progress, please try again shortly')
       // setImmediate: not even the first query may run before the answer has been written.
       const work = new Promise<void>((resolve) => { setImmediate(resolve) })
         .then(() => forgot(rawEmail, ctx))
@@ -132,19 +146,18 @@ export function createCredentialService (deps: {
       // The token first: a made-up token must not cost a hash and an outbound breach check.
       const invalid = () => new AppError('RESET_TOKEN_INVALID', 'Reset link is invalid or has expired')
       if (!OPAQUE_TOKEN_FORMAT.test(token)) throw invalid()
-      const [pending] = await db.select({ id: passwordResetTokens.id }).from(passwordResetTokens)
+      const [pending] = await db.select({ userId: passwordResetTokens.userId }).from(passwordResetTokens)
         .where(and(eq(passwordResetTokens.tokenHash, hashOpaqueToken(token)), isNull(passwordResetTokens.usedAt), gt(passwordResetTokens.expiresAt, now())))
       if (pending === undefined) throw invalid()
       await assertAcceptable(newPassword)
       const passwordHash = await passwords.hash(newPassword)
       const t = now()
       const userId = await transaction(db, async (tx) => {
+        // The user row first, as every writer of a user's credentials and sessions locks it.
+        const [user] = await tx.select().from(users).where(eq(users.id, pending.userId)).for('no key update')
         const [consumed] = await tx.update(passwordResetTokens).set({ usedAt: t })
           .where(and(eq(passwordResetTokens.tokenHash, hashOpaqueToken(token)), isNull(passwordResetTokens.usedAt), gt(passwordResetTokens.expiresAt, t)))
           .returning()
-        const [user] = consumed === undefined
-          ? []
-          : await tx.select().from(users).where(eq(users.id, consumed.userId)).for('no key update')
         // A password change after the link was sent invalidates it.
         if (consumed === undefined || user === undefined || !user.isActive || user.passwordChangedAt > consumed.createdAt) {
           return undefined
@@ -169,6 +182,7 @@ export function createCredentialService (deps: {
     async change (userId: string, sessionId: string, input: { currentPassword: string, newPassword: string }, ctx: RequestContext): Promise<void> {
       const [user] = await db.select().from(users).where(eq(users.id, userId))
       if (user === undefined) throw new AppError('SESSION_REVOKED')
+      await deps.throttle.assertOpen(user.email, ctx, user.id)
       if (!await passwords.verify(user.passwordHash, input.currentPassword)) {
         await audit.record({ type: 'password_change', ctx, userId, email: user.email, success: false, failureReason: 'invalid_current_password' })
         throw new AppError('AUTH_INVALID_CREDENTIALS', 'Current password is incorrect')
@@ -181,7 +195,11 @@ export function createCredentialService (deps: {
       const passwordHash = await passwords.hash(input.newPassword)
       const t = now()
       await transaction(db, async (tx) => {
-        await tx.select({ id: users.id }).from(users).where(eq(users.id, userId)).for('no key update')
+        // Re-checked under the user lock: the hashing above takes time, and a reset in between
+        // (which ends this session) must not be undone by this change.
+        const [locked] = await tx.select({ passwordHash: users.passwordHash }).from(users).where(eq(users.id, userId)).for('no key update')
+        await deps.sessions.assertLive(tx, sessionId)
+        if (locked?.passwordHash !== user.passwordHash) throw new AppError('AUTH_INVALID_CREDENTIALS', 'Current password is incorrect')
         await setPassword(tx, userId, passwordHash, t)
         const revoked = await deps.sessions.revokeOthers(userId, sessionId, 'password_change', tx)
         await audit.record({ type: 'password_change', ctx, userId, email: user.email, success: true, metadata: { revokedSessions: revoked } }, tx)

@@ -8,6 +8,7 @@ import { createMfaService, type MfaTokenCodec } from './mfa.ts'
 import { createSmtpMailer, createStdoutMailer, type Mailer } from './mailer.ts'
 import { createOutbox } from './outbox.ts'
 import { createPasswordHasher } from './passwords.ts'
+import { createPasswordThrottle } from './password-throttle.ts'
 import { createSealer, deriveKey } from './sealing.ts'
 import { createSessionService } from './sessions.ts'
 import { createTaskService } from './tasks.ts'
@@ -74,6 +75,16 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     graceSeconds: config.REFRESH_REUSE_GRACE_SECONDS,
     checkTtlSeconds: config.SESSION_CHECK_TTL_SECONDS
   })
+  const throttle = createPasswordThrottle({
+    db,
+    now,
+    audit,
+    settings: {
+      maxFailures: config.RATE_LIMIT_LOGIN_EMAIL_FAILURES,
+      windowMinutes: config.RATE_LIMIT_LOGIN_EMAIL_WINDOW_MINUTES,
+      knownIpDays: config.RATE_LIMIT_KNOWN_IP_DAYS
+    }
+  })
   const breaches = createBreachChecker({
     enabled: config.HIBP_ENABLED,
     apiUrl: config.HIBP_API_URL,
@@ -90,6 +101,8 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     encryptionKey: config.MFA_ENCRYPTION_KEY,
     issuer: config.MFA_ISSUER,
     tokens: mfaTokens,
+    sessions,
+    throttle,
     challengeSeconds: 300,
     maxFailures: 5,
     accountLimit: { maxFailures: config.RATE_LIMIT_MFA_ACCOUNT_FAILURES, windowMinutes: config.RATE_LIMIT_MFA_ACCOUNT_WINDOW_MINUTES }
@@ -104,11 +117,7 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     sessions,
     signAccessToken,
     accessTokenSeconds: config.ACCESS_TOKEN_EXPIRE_MINUTES * 60,
-    throttle: {
-      maxFailures: config.RATE_LIMIT_LOGIN_EMAIL_FAILURES,
-      windowMinutes: config.RATE_LIMIT_LOGIN_EMAIL_WINDOW_MINUTES,
-      knownIpDays: config.RATE_LIMIT_KNOWN_IP_DAYS
-    }
+    throttle
   })
   const credentials = createCredentialService({
     db,
@@ -118,6 +127,7 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     sessions,
     outbox,
     audit,
+    throttle,
     telemetry,
     appUrl: config.APP_URL,
     resetTokenMinutes: 30,

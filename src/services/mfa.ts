@@ -10,6 +10,8 @@ import { createMfaCrypto, generateBackupCode } from './mfa-crypto.ts'
 import type { Outbox } from './outbox.ts'
 import { displayIp } from './user-agent.ts'
 import type { PasswordHasher } from './passwords.ts'
+import type { PasswordThrottle } from './password-throttle.ts'
+import type { SessionService } from './sessions.ts'
 
 /** TOTP as the contract fixes it: SHA1, 6 digits, 30 s, ±1 step. */
 const PERIOD = 30
@@ -48,6 +50,9 @@ export function createMfaService (deps: {
   encryptionKey: string
   issuer: string
   tokens: MfaTokenCodec
+  sessions: Pick<SessionService, 'assertLive'>
+  /** The per-account lock on wrong passwords, which the password re-checks share with login. */
+  throttle: PasswordThrottle
   challengeSeconds: number
   /** Attempts one mfaToken allows. */
   maxFailures: number
@@ -109,6 +114,7 @@ export function createMfaService (deps: {
 
   /** Sensitive MFA changes re-check the password; a wrong one is an mfa_failure event. */
   async function requirePassword (user: UserRow, password: string, ctx: RequestContext): Promise<void> {
+    await deps.throttle.assertOpen(user.email, ctx, user.id)
     if (await deps.passwords.verify(user.passwordHash, password)) return
     await audit.record({ type: 'mfa_failure', ctx, userId: user.id, email: user.email, success: false, failureReason: 'invalid_password' })
     throw new AppError('AUTH_INVALID_CREDENTIALS', 'Password is incorrect')
@@ -158,7 +164,7 @@ export function createMfaService (deps: {
           to: user.email,
           subject: 'Security alert: someone knows your Gatehouse password',
           text: [
-            `Your password was entered correctly, and then a wrong two-step verification code was given ${count} times within ${deps.accountLimit.windowMinutes} minutes.`,
+            `Someone who got past your password (or holds one of your sessions) then gave a wrong two-step verification code ${count} times within ${deps.accountLimit.windowMinutes} minutes.`,
             `The latest attempt came from IP ${displayIp(ctx.ip)} at ${t.toISOString()}.`,
             '',
             'If this was not you, someone knows your password: change it now. Further codes for your account',
@@ -225,13 +231,16 @@ export function createMfaService (deps: {
     },
 
     /** Turns MFA off (password and a current code), and tells the user by email. */
-    async disable (userId: string, input: { password: string, code: string }, ctx: RequestContext) {
+    async disable (userId: string, sessionId: string, input: { password: string, code: string }, ctx: RequestContext) {
       const user = await loadUser(userId)
       if (!user.mfaEnabled) throw new AppError('VALIDATION_ERROR', 'Multi-factor authentication is not enabled')
       await requirePassword(user, input.password, ctx)
       await requireCode(user, input.code, ctx)
       const t = now()
       await transaction(db, async (tx) => {
+        // Under the user lock: a reset that ended this session while the checks ran wins.
+        await tx.select({ id: users.id }).from(users).where(eq(users.id, userId)).for('no key update')
+        await deps.sessions.assertLive(tx, sessionId)
         await tx.update(users).set({ mfaEnabled: false, totpSecretEnc: null, totpPendingSecretEnc: null, updatedAt: t }).where(eq(users.id, userId))
         await tx.delete(backupCodes).where(eq(backupCodes.userId, userId))
         await audit.record({ type: 'mfa_disabled', ctx, userId, email: user.email, success: true }, tx)

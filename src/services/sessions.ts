@@ -295,6 +295,13 @@ export function createSessionService (deps: {
       return revoked.length
     },
 
+    /** Throws SESSION_REVOKED unless the session is live now (for a check under the caller's locks). */
+    async assertLive (tx: Queryable, sessionId: string): Promise<void> {
+      const [live] = await tx.select({ id: sessions.id }).from(sessions)
+        .where(and(eq(sessions.id, sessionId), isNull(sessions.revokedAt), gt(sessions.expiresAt, now())))
+      if (live === undefined) throw new AppError('SESSION_REVOKED')
+    },
+
     /** Drops this instance's cached state of a session (after a change made here). */
     forgetSession (sessionId: string): void {
       forget([sessionId])

@@ -35,7 +35,7 @@ t.test('wrong codes are limited per account across fresh mfaTokens and IPs; the 
 
   const alerts = (await readMail(app)).filter((m) => m.to === victim.email && /someone knows your/i.test(m.subject))
   t.equal(alerts.length, 1, 'one security email')
-  t.match(alerts[0]?.text, /wrong two-step verification code was given 3 times/)
+  t.match(alerts[0]?.text, /wrong two-step verification code 3 times/)
   t.match(alerts[0]?.text, /change it now/)
   assertError(t, await answer(app, await mfaChallenge(app, victim.email), bad()), 429, 'RATE_LIMITED')
   t.equal((await readMail(app)).filter((m) => /someone knows your/i.test(m.subject)).length, 1, 'still one: not one per refused try')

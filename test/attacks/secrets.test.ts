@@ -109,3 +109,16 @@ t.test('a TOTP secret with a truncated GCM tag does not decrypt, so its codes lo
   assertError(t, res, 500, 'INTERNAL_ERROR')
   t.notOk('accessToken' in res.json(), 'no token')
 })
+
+t.test('query strings never reach the request log, in the URL or in a Referer', async (t) => {
+  const logs = logCapture()
+  const app = await buildTestApp(t, { logger: loggerOptions('info', logs.stream) })
+  const token = 'bGl2ZS1yZXNldC10b2tlbi12YWx1ZS0wMTIzNDU2Nzg5YWJj'
+  // The reset page on the service's own origin (APP_URL's default), and a request it makes.
+  await app.inject({ url: `/reset-password?token=${token}` })
+  await app.inject({ method: 'POST', url: '/api/auth/password/reset', payload: { token, newPassword: 'weak' }, headers: { referer: `http://localhost:3000/reset-password?token=${token}` } })
+  const lines = logs.lines.map((l) => JSON.parse(l))
+  t.ok(lines.some((l) => l.req?.url === '/reset-password?[…]'), 'the path is logged, the query is not')
+  t.ok(lines.some((l) => l.req?.headers?.referer === 'http://localhost:3000/reset-password?[…]'))
+  t.notOk(logs.text().includes(token), 'the token is in no log line')
+})

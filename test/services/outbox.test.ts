@@ -3,7 +3,7 @@
  * the app's own nodemailer SMTP mailer (SMTP_HOST set). Delivery is driven with
  * `outbox.runOnce()` and an injected clock, except where the app's worker is under test.
  */
-import { asc } from 'drizzle-orm'
+import { asc, sql } from 'drizzle-orm'
 import t from 'tap'
 import type { App } from '../../src/app.ts'
 import type { DbHandle } from '../../src/db/client.ts'
@@ -273,6 +273,20 @@ t.test('claims are leased', async (t) => {
     t.equal(smtp.messages.length, 1, 'exactly once')
   })
   t.end()
+})
+
+t.test('rolling upgrade: a row written by an instance of the previous release is accepted and delivered, then erased', async (t) => {
+  const smtp = await startSmtp(t)
+  const clock = testClock(new Date())
+  const app = await buildTestApp(t, { env: smtpEnv(smtp.port), now: clock.now })
+  // The previous release's insert: a plain text body, max_attempts, no expires_at.
+  await app.db.execute(sql`insert into email_outbox (to_address, subject, text_body, kind, max_attempts, next_attempt_at, created_at)
+    values ('old@example.com', 'From the old release', 'plain body', 'password_changed', 8, ${clock.now().toISOString()}::timestamptz, ${clock.now().toISOString()}::timestamptz)`)
+  const [queued] = await rows(app.db)
+  t.ok(queued !== undefined && queued.expiresAt > clock.now(), 'expires_at got its default')
+  t.same(await app.services.outbox.runOnce(), round({ sent: 1 }))
+  checkDelivered(t, smtp.messages[0], 'old@example.com', 'From the old release', 'plain body')
+  t.match((await rows(app.db))[0], { status: 'sent', textBody: null, bodySealed: null })
 })
 
 t.test('a permanent rejection of the recipient (SMTP 5xx) fails at once, keeps the error and erases the body', async (t) => {

@@ -1,1 +1,0 @@
-ALTER TABLE "email_outbox" DROP COLUMN "max_attempts";

@@ -1,0 +1,70 @@
+import { and, desc, eq, gt, inArray, or } from 'drizzle-orm'
+import type { Db } from '../db/client.ts'
+import { authEvents } from '../db/schema.ts'
+import { AppError } from '../errors.ts'
+import type { AuditLog, RequestContext } from './audit.ts'
+
+export interface PasswordThrottleSettings {
+  /** Wrong passwords for one account within the window that lock it (for unknown IPs). */
+  maxFailures: number
+  windowMinutes: number
+  /** An IP that signed up or logged into the account within this many days is never locked out. */
+  knownIpDays: number
+}
+
+/**
+ * The per-account brute-force guard for every place a password is checked: login, and the
+ * re-checks of a signed-in user (password change, TOTP setup, MFA disable), so a stolen session
+ * cannot be used to guess the password from many addresses. It counts the account's wrong
+ * passwords in the audit log, across instances; an IP that signed up or logged into the account
+ * recently is exempt, so an attacker hammering the account cannot lock its owner out.
+ */
+export function createPasswordThrottle (deps: { db: Db, now: () => Date, audit: AuditLog, settings: PasswordThrottleSettings }) {
+  const { db, now } = deps
+  const { maxFailures, windowMinutes, knownIpDays } = deps.settings
+  const wrongPassword = or(
+    eq(authEvents.eventType, 'login_failure'),
+    and(eq(authEvents.eventType, 'password_change'), eq(authEvents.failureReason, 'invalid_current_password')),
+    and(eq(authEvents.eventType, 'mfa_failure'), eq(authEvents.failureReason, 'invalid_password'))
+  )
+
+  /** Seconds until the account opens again for this IP, or 0. */
+  async function lockedFor (email: string, ip: string): Promise<number> {
+    const t = now().getTime()
+    const recent = await db.select({ createdAt: authEvents.createdAt })
+      .from(authEvents)
+      .where(and(eq(authEvents.email, email), wrongPassword, gt(authEvents.createdAt, new Date(t - windowMinutes * 60_000))))
+      .orderBy(desc(authEvents.createdAt))
+      .limit(maxFailures)
+    const nth = recent[maxFailures - 1]
+    if (nth === undefined) return 0
+
+    if (knownIpDays > 0) {
+      const [known] = await db.select({ id: authEvents.id })
+        .from(authEvents)
+        .where(and(
+          eq(authEvents.email, email),
+          eq(authEvents.ipAddress, ip),
+          inArray(authEvents.eventType, ['login_success', 'signup']),
+          eq(authEvents.success, true),
+          gt(authEvents.createdAt, new Date(t - knownIpDays * 86_400_000))
+        ))
+        .limit(1)
+      if (known !== undefined) return 0
+    }
+    return Math.max(1, Math.ceil((nth.createdAt.getTime() + windowMinutes * 60_000 - t) / 1000))
+  }
+
+  return {
+    lockedFor,
+
+    /** Throws 429 (and records `rate_limited`) while the account is locked for this IP. */
+    async assertOpen (email: string, ctx: RequestContext, userId: string | null = null): Promise<void> {
+      const retryAfter = await lockedFor(email, ctx.ip)
+      if (retryAfter === 0) return
+      await deps.audit.record({ type: 'rate_limited', ctx, userId, email, success: false, failureReason: 'account_login_failures' })
+      throw new AppError('RATE_LIMITED', 'Too many wrong passwords for this account, please try again later', { retryAfter })
+    }
+  }
+}
+export type PasswordThrottle = ReturnType<typeof createPasswordThrottle>
