@@ -1,18 +1,11 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { appliedMigrationCount, expectedMigrationCount } from '../../src/db/client.ts'
+import { withTimeout } from '../../src/services/with-timeout.ts'
 
 const ReadySchema = Type.Object({
   status: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
   checks: Type.Object({ db: Type.Union([Type.Literal('ok'), Type.Literal('down')]) })
 })
-
-function withTimeout<T> (p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms)
-  })
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer))
-}
 
 /**
  * Probes for load balancers and orchestrators: liveness never touches the database;

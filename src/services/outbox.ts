@@ -5,6 +5,7 @@ import { emailOutbox } from '../db/schema.ts'
 import { isPermanentFailure, type Email, type Mailer } from './mailer.ts'
 import type { Sealer } from './sealing.ts'
 import type { Telemetry } from './telemetry.ts'
+import { withTimeout } from './with-timeout.ts'
 
 export type EmailKind = 'refresh_token_reused' | 'password_reset' | 'password_changed' | 'mfa_disabled' | 'mfa_failures'
 
@@ -28,14 +29,6 @@ const ended = (status: 'sent' | 'failed' | 'expired', t: Date, lastError: string
   ({ status, claimId: null, bodySealed: null, textBody: null, lastError, ...(status === 'sent' ? { sentAt: t } : {}) })
 
 const describeError = (err: unknown) => String((err as Error)?.message ?? err).slice(0, 1000)
-
-function withTimeout<T> (p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`send timed out after ${ms} ms`)), ms)
-  })
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer))
-}
 
 /**
  * The durable email outbox. `enqueue` writes in the caller's transaction, so an email exists
@@ -121,7 +114,7 @@ export function createOutbox (deps: { db: Db, now: () => Date, mailer: Mailer, s
       return 'failed'
     }
     try {
-      await withTimeout(deps.mailer.send({ to: row.toAddress, subject: row.subject, text }), sendTimeoutMs)
+      await withTimeout(deps.mailer.send({ to: row.toAddress, subject: row.subject, text }), sendTimeoutMs, 'send')
     } catch (err) {
       const at = now()
       const lastError = describeError(err)
