@@ -1,5 +1,5 @@
 import rateLimit from '@fastify/rate-limit'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { AppError } from '../src/errors.ts'
 import { clientKey } from '../src/services/client-key.ts'
@@ -20,12 +20,19 @@ async function rateLimits (fastify: FastifyInstance) {
     timeWindow: RATE_LIMIT_WINDOW_SECONDS * 1000,
     // Route-level limits count on their own key, separately from the global one.
     keyGenerator: (request) => clientKey(request.ip, RATE_LIMIT_IPV6_PREFIX),
+    onExceeded: countRateLimited,
     errorResponseBuilder: (_request, context) =>
       new AppError('RATE_LIMITED', `Rate limit exceeded, retry in ${context.after}`)
   })
 }
 
-export default fp(rateLimits, { name: 'rate-limit', fastify: '5.x', dependencies: ['errors'] })
+export default fp(rateLimits, { name: 'rate-limit', fastify: '5.x', dependencies: ['errors', 'telemetry'] })
+
+/** Counts a refusal under the limit that made it: the route's own (its pattern), or the global one. */
+export function countRateLimited (request: FastifyRequest): void {
+  const own = typeof request.routeOptions.config.rateLimit === 'object'
+  request.server.telemetry.metrics.rateLimited.inc({ limit: own ? `${request.method} ${request.routeOptions.url}` : 'global' })
+}
 
 /** A route's own per-IP limit, or `false` when rate limiting is switched off. */
 export function routeRateLimit (enabled: boolean, max: number, windowSeconds: number) {

@@ -28,7 +28,7 @@ async function services (fastify: FastifyInstance, opts: ServicesPluginOptions) 
     signAccessToken: fastify.signAccessToken,
     mfaTokens: fastify.mfaTokens,
     mailer: opts.mailer,
-    telemetry: { log: fastify.log }
+    telemetry: fastify.telemetry
   }))
 
   // Accepted reset requests are carried out before the database closes.
@@ -46,4 +46,4 @@ async function services (fastify: FastifyInstance, opts: ServicesPluginOptions) 
   }
 }
 
-export default fp(services, { name: 'services', fastify: '5.x', dependencies: ['db', 'jwt'] })
+export default fp(services, { name: 'services', fastify: '5.x', dependencies: ['db', 'jwt', 'telemetry'] })

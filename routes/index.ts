@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import authRoutes from './auth/index.ts'
 import healthRoutes from './health/index.ts'
+import metricsRoutes from './metrics/index.ts'
 import mfaRoutes from './mfa/index.ts'
 import passwordRoutes from './password/index.ts'
 import taskRoutes from './tasks/index.ts'
@@ -8,6 +9,7 @@ import taskRoutes from './tasks/index.ts'
 /** Every route group, registered explicitly with its prefix. */
 export default async function routes (fastify: FastifyInstance) {
   await fastify.register(healthRoutes)
+  await fastify.register(metricsRoutes)
   await fastify.register(authRoutes, { prefix: '/api/auth' })
   await fastify.register(passwordRoutes, { prefix: '/api/auth/password' })
   await fastify.register(mfaRoutes, { prefix: '/api/auth/mfa' })

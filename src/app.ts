@@ -13,6 +13,7 @@ import securityPlugin, { SECURITY_HEADERS } from '../plugins/security.ts'
 import outboxPlugin from '../plugins/outbox.ts'
 import servicesPlugin from '../plugins/services.ts'
 import swaggerPlugin from '../plugins/swagger.ts'
+import telemetryPlugin from '../plugins/telemetry.ts'
 import routes from '../routes/index.ts'
 import type { Config } from './config.ts'
 import type { DbHandle } from './db/client.ts'
@@ -152,6 +153,7 @@ export async function buildApp (opts: BuildAppOptions) {
   app.addSchema(TaskSchema)
 
   await app.register(errorsPlugin)
+  await app.register(telemetryPlugin)
   await app.register(securityPlugin)
   await app.register(swaggerPlugin)
   await app.register(rateLimitPlugin)

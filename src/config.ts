@@ -94,6 +94,10 @@ export const ConfigSchema = Type.Object({
   RATE_LIMIT_PASSWORD_MAX: Int(10, 1, 100_000),
   RATE_LIMIT_PASSWORD_WINDOW_SECONDS: Int(900, 1, 86400),
 
+  METRICS_ENABLED: Bool(true),
+  /** When set, GET /metrics needs `Authorization: Bearer <token>`. */
+  METRICS_TOKEN: OptStr({ minLength: 16, maxLength: 512 }),
+
   HEALTH_DB_TIMEOUT_MS: Int(1000, 50, 30000),
   SHUTDOWN_DRAIN_MS: Int(5000, 0, 60000)
 })

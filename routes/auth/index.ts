@@ -1,6 +1,6 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
-import { routeRateLimit } from '../../plugins/rate-limit.ts'
+import { countRateLimited, routeRateLimit } from '../../plugins/rate-limit.ts'
 import { AppError } from '../../src/errors.ts'
 import {
   CredentialsSchema, LoginMfaSchema, MfaChallengeSchema, SessionListSchema, SessionParamsSchema, TokenResponseSchema
@@ -51,6 +51,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
             // After parsing, so the audit event can name the email being attacked.
             hook: 'preHandler',
             onExceeded: (request) => {
+              countRateLimited(request)
               const t = Date.now()
               const key = clientKey(request.ip, c.RATE_LIMIT_IPV6_PREFIX)
               if ((reported.get(key) ?? 0) > t) return

@@ -1,5 +1,7 @@
 import { authEvents } from '../db/schema.ts'
 import type { Queryable } from '../db/client.ts'
+import { afterCommit } from '../db/transaction.ts'
+import type { Telemetry } from './telemetry.ts'
 
 export const EVENT_TYPES = [
   'signup', 'login_success', 'login_failure', 'mfa_failure', 'logout', 'logout_all', 'refresh',
@@ -24,8 +26,12 @@ export interface AuthEvent {
   metadata?: Record<string, unknown>
 }
 
-/** The audit log: every authentication event, written in the caller's transaction when given. */
-export function createAuditLog (deps: { db: Queryable, now: () => Date }) {
+/**
+ * The audit log: every authentication event, written in the caller's transaction when given,
+ * and counted in `gatehouse_auth_events_total` once that transaction has committed.
+ */
+export function createAuditLog (deps: { db: Queryable, now: () => Date, telemetry: Telemetry }) {
+  const { authEvents: counter } = deps.telemetry.metrics
   return {
     async record (event: AuthEvent, tx: Queryable = deps.db): Promise<void> {
       await tx.insert(authEvents).values({
@@ -39,6 +45,7 @@ export function createAuditLog (deps: { db: Queryable, now: () => Date }) {
         metadata: event.metadata ?? null,
         createdAt: deps.now()
       })
+      afterCommit(tx, () => counter.inc({ type: event.type, outcome: event.success ? 'success' : 'failure' }))
     }
   }
 }

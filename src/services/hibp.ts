@@ -79,17 +79,20 @@ export function createBreachChecker (settings: HibpSettings, deps: {
     /** Throws PASSWORD_BREACHED; when the API is unavailable, passes (or 503 if fail-closed). */
     async assertNotBreached (password: string): Promise<void> {
       if (!settings.enabled) return
+      const { hibpChecks } = deps.telemetry.metrics
       let breached: boolean
       try {
         breached = await this.isBreached(password)
       } catch (err) {
         stats.failures++
+        hibpChecks.inc({ outcome: 'unavailable' })
         deps.telemetry.log.warn({ err }, settings.failClosed
           ? 'Have I Been Pwned check unavailable: password refused (HIBP_FAIL_CLOSED=true)'
           : 'Have I Been Pwned check unavailable: password accepted unchecked')
         if (settings.failClosed) throw new AppError('SERVICE_UNAVAILABLE', 'Password breach check is unavailable, please try again later')
         return
       }
+      hibpChecks.inc({ outcome: breached ? 'breached' : 'ok' })
       if (breached) {
         throw new AppError('PASSWORD_BREACHED', 'This password has appeared in a data breach; choose another one')
       }

@@ -49,7 +49,7 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     parallelism: config.ARGON2_PARALLELISM,
     maxConcurrency: config.ARGON2_MAX_CONCURRENCY
   })
-  const audit = createAuditLog({ db, now })
+  const audit = createAuditLog({ db, now, telemetry })
   const outbox = createOutbox({
     db,
     now,
@@ -79,6 +79,7 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     db,
     now,
     audit,
+    telemetry,
     settings: {
       maxFailures: config.RATE_LIMIT_LOGIN_EMAIL_FAILURES,
       windowMinutes: config.RATE_LIMIT_LOGIN_EMAIL_WINDOW_MINUTES,
@@ -103,6 +104,7 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     tokens: mfaTokens,
     sessions,
     throttle,
+    telemetry,
     challengeSeconds: 300,
     maxFailures: 5,
     accountLimit: { maxFailures: config.RATE_LIMIT_MFA_ACCOUNT_FAILURES, windowMinutes: config.RATE_LIMIT_MFA_ACCOUNT_WINDOW_MINUTES }

@@ -12,6 +12,7 @@ import { displayIp } from './user-agent.ts'
 import type { PasswordHasher } from './passwords.ts'
 import type { PasswordThrottle } from './password-throttle.ts'
 import type { SessionService } from './sessions.ts'
+import type { Telemetry } from './telemetry.ts'
 
 /** TOTP as the contract fixes it: SHA1, 6 digits, 30 s, ±1 step. */
 const PERIOD = 30
@@ -53,6 +54,7 @@ export function createMfaService (deps: {
   sessions: Pick<SessionService, 'assertLive'>
   /** The per-account lock on wrong passwords, which the password re-checks share with login. */
   throttle: PasswordThrottle
+  telemetry: Telemetry
   challengeSeconds: number
   /** Attempts one mfaToken allows. */
   maxFailures: number
@@ -139,6 +141,7 @@ export function createMfaService (deps: {
     if (claimed !== undefined) return claimed.count
     const [row] = await db.select({ start: users.mfaFailureWindowStart }).from(users).where(eq(users.id, user.id))
     const retryAfter = Math.max(1, Math.ceil(((row?.start?.getTime() ?? t.getTime()) + accountWindowMs - t.getTime()) / 1000))
+    deps.telemetry.metrics.rateLimited.inc({ limit: 'account_mfa' })
     await audit.record({ type: 'rate_limited', ctx, userId: user.id, email: user.email, success: false, failureReason: 'account_mfa_failures' })
     throw new AppError('RATE_LIMITED', 'Too many wrong codes for this account, please try again later', { retryAfter })
   }

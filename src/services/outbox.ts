@@ -83,14 +83,20 @@ export function createOutbox (deps: { db: Db, now: () => Date, mailer: Mailer, s
       .where(and(inArray(emailOutbox.id, rows.map((r) => r.id)), eq(emailOutbox.claimId, claimId), eq(emailOutbox.status, 'pending')))
   }
 
-  /** Logs the backlog when it has grown (at most once a minute), and once when it has drained. */
-  async function reportBacklog (): Promise<void> {
+  /** How many emails wait, and for how long the oldest has. */
+  async function backlog (): Promise<{ pending: number, oldestPendingSeconds: number }> {
     const [row] = await db.select({ pending: count(), oldest: min(emailOutbox.createdAt) }).from(emailOutbox)
       .where(eq(emailOutbox.status, 'pending'))
-    const pending = row?.pending ?? 0
+    const oldestPendingSeconds = row?.oldest == null ? 0 : Math.max(0, Math.round((now().getTime() - new Date(row.oldest).getTime()) / 1000))
+    return { pending: row?.pending ?? 0, oldestPendingSeconds }
+  }
+  deps.telemetry.metrics.observeOutbox(backlog)
+
+  /** Logs the backlog when it has grown (at most once a minute), and once when it has drained. */
+  async function reportBacklog (): Promise<void> {
+    const { pending, oldestPendingSeconds } = await backlog()
     if (pending > reportedBacklog && now().getTime() - reportedAt >= 60_000) {
       reportedAt = now().getTime()
-      const oldestPendingSeconds = row?.oldest == null ? 0 : Math.round((now().getTime() - new Date(row.oldest).getTime()) / 1000)
       log.warn({ pending, oldestPendingSeconds }, 'email outbox backlog is growing')
       reportedBacklog = pending
     } else if (pending === 0 && reportedBacklog > 0) {
@@ -169,6 +175,7 @@ export function createOutbox (deps: { db: Db, now: () => Date, mailer: Mailer, s
         }
         outcome[await deliver(row, claimId)]++
       }
+      for (const [kind, n] of Object.entries(outcome)) if (n > 0) deps.telemetry.metrics.outboxDeliveries.inc({ outcome: kind }, n)
       if (rows.length > 0 || reportedBacklog > 0) await reportBacklog()
       return outcome
     },

@@ -3,6 +3,7 @@ import type { Db } from '../db/client.ts'
 import { authEvents } from '../db/schema.ts'
 import { AppError } from '../errors.ts'
 import type { AuditLog, RequestContext } from './audit.ts'
+import type { Telemetry } from './telemetry.ts'
 
 export interface PasswordThrottleSettings {
   /** Wrong passwords for one account within the window that lock it (for unknown IPs). */
@@ -19,7 +20,7 @@ export interface PasswordThrottleSettings {
  * passwords in the audit log, across instances; an IP that signed up or logged into the account
  * recently is exempt, so an attacker hammering the account cannot lock its owner out.
  */
-export function createPasswordThrottle (deps: { db: Db, now: () => Date, audit: AuditLog, settings: PasswordThrottleSettings }) {
+export function createPasswordThrottle (deps: { db: Db, now: () => Date, audit: AuditLog, telemetry: Telemetry, settings: PasswordThrottleSettings }) {
   const { db, now } = deps
   const { maxFailures, windowMinutes, knownIpDays } = deps.settings
   const wrongPassword = or(
@@ -62,6 +63,7 @@ export function createPasswordThrottle (deps: { db: Db, now: () => Date, audit: 
     async assertOpen (email: string, ctx: RequestContext, userId: string | null = null): Promise<void> {
       const retryAfter = await lockedFor(email, ctx.ip)
       if (retryAfter === 0) return
+      deps.telemetry.metrics.rateLimited.inc({ limit: 'account_password' })
       await deps.audit.record({ type: 'rate_limited', ctx, userId, email, success: false, failureReason: 'account_login_failures' })
       throw new AppError('RATE_LIMITED', 'Too many wrong passwords for this account, please try again later', { retryAfter })
     }

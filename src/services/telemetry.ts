@@ -1,7 +1,9 @@
+import { createMetrics, type Metrics } from './metrics.ts'
+
 /**
  * What services report to operators, handed to them by the factory in one dependency instead
- * of a callback per feature. `log` is pino's interface (the app passes its logger); metrics
- * join it when they exist.
+ * of a callback per feature: `log` is pino's interface (the app passes its logger), `metrics`
+ * the instance's Prometheus instruments.
  */
 export interface Log {
   info: (obj: object, msg: string) => void
@@ -11,8 +13,11 @@ export interface Log {
 
 export interface Telemetry {
   log: Log
+  metrics: Metrics
 }
 
 const ignore = () => {}
-/** For services used outside the app (scripts, unit tests). */
-export const silentTelemetry: Telemetry = { log: { info: ignore, warn: ignore, error: ignore } }
+/** For services used outside the app (scripts, unit tests): logs nowhere, counts into a registry nobody reads. */
+export function silentTelemetry (): Telemetry {
+  return { log: { info: ignore, warn: ignore, error: ignore }, metrics: createMetrics() }
+}

@@ -10,9 +10,10 @@ async function setup (t: Test, opts: { failClosed?: boolean, timeoutMs?: number 
   const hibp = await startHibp(t, { [BREACHED]: 52000 })
   const clock = testClock()
   const unavailable: unknown[] = []
+  const quiet = silentTelemetry()
   const checker = createBreachChecker(
     { enabled: true, apiUrl: hibp.url, timeoutMs: opts.timeoutMs ?? 500, failClosed: opts.failClosed ?? false, cacheTtlMs: 60_000 },
-    { now: clock.now, telemetry: { log: { ...silentTelemetry.log, warn: (obj) => unavailable.push((obj as { err: unknown }).err) } } }
+    { now: clock.now, telemetry: { ...quiet, log: { ...quiet.log, warn: (obj) => unavailable.push((obj as { err: unknown }).err) } } }
   )
   return { hibp, clock, checker, unavailable }
 }
