@@ -5,6 +5,7 @@
  * tables are truncated before each app.
  */
 import { createHash, randomBytes } from 'node:crypto'
+import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import { type AddressInfo, createServer } from 'node:net'
 import { existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -255,6 +256,34 @@ export async function mfaChallenge (app: App, email: string, remoteAddress = '10
   const res = await login(app, email, PASSWORD, remoteAddress)
   if (res.json().mfaRequired !== true) throw new Error(`expected an MFA challenge: ${res.body}`)
   return res.json().mfaToken as string
+}
+
+/**
+ * Runs `build` with `onInstance` called on every Fastify instance created meanwhile, as it is
+ * created (Fastify's 'fastify.initialization' diagnostics channel): the way in for hooks that
+ * must see route registration, which happens inside buildApp before any `setup` runs.
+ */
+export async function withEveryInstance<T> (onInstance: (fastify: FastifyInstance) => void, build: () => Promise<T>): Promise<T> {
+  const listener = (message: unknown) => onInstance((message as { fastify: FastifyInstance }).fastify)
+  subscribe('fastify.initialization', listener)
+  try {
+    return await build()
+  } finally {
+    unsubscribe('fastify.initialization', listener)
+  }
+}
+
+/** The real app and every route it registered (method, URL pattern, schema), HEAD left out. */
+export async function buildTestAppWithRoutes (test: Test, opts: TestAppOptions = {}) {
+  const routes: Array<{ method: string, url: string, schema: Record<string, unknown> }> = []
+  const app = await withEveryInstance((fastify) => {
+    fastify.addHook('onRoute', (r) => {
+      for (const method of [r.method].flat()) {
+        if (method !== 'HEAD') routes.push({ method, url: r.url, schema: (r.schema ?? {}) as Record<string, unknown> })
+      }
+    })
+  }, () => buildTestApp(test, opts))
+  return { app, routes }
 }
 
 /** A TCP port on 127.0.0.1 that nothing listens on right now. */

@@ -13,14 +13,13 @@
  * when one is never reached. A failure prints fast-check's seed and counterexample; replay with
  * FUZZ_SEED=<seed>.
  */
-import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import { sql } from 'drizzle-orm'
 import fc from 'fast-check'
 import type { FastifyInstance } from 'fastify'
 import t from 'tap'
 import type { App } from '../../src/app.ts'
 import {
-  assertError, bearer, buildTestApp, dumpDatabase, logCapture, PASSWORD, rowsOf, signup, type Test, testClock, uniqueEmail
+  assertError, bearer, buildTestApp, dumpDatabase, logCapture, PASSWORD, rowsOf, signup, type Test, testClock, uniqueEmail, withEveryInstance
 } from '../helper.ts'
 import { ALLOWED_ORIGIN, caseArb, type FuzzCase, type InjectRequest, inputStrings, materialise, type Refs, type Schema } from './arbitraries.ts'
 
@@ -81,8 +80,7 @@ async function instrumentedApp (test: Test, logs: ReturnType<typeof logCapture>,
   /** On while a fuzzed request is in flight: the harness's own requests are not counted. */
   const counting = { on: false }
   const keyOf = (request: { method: string, routeOptions: { url?: string } }) => `${request.method} ${request.routeOptions.url}`
-  const onInit = (message: unknown) => {
-    const fastify = (message as { fastify: FastifyInstance }).fastify
+  const onInit = (fastify: FastifyInstance) => {
     fastify.addHook('onRoute', (r) => {
       for (const method of [r.method].flat()) {
         if (method === 'HEAD' || isStaticAsset(r.url)) continue
@@ -96,13 +94,7 @@ async function instrumentedApp (test: Test, logs: ReturnType<typeof logCapture>,
       if (counting.on && !request.is404) reachOf(keyOf(request)).validated++
     })
   }
-  subscribe('fastify.initialization', onInit)
-  let app: App
-  try {
-    app = await buildTestApp(test, { env: FUZZ_ENV, now, logger: { level: 'error', stream: logs.stream } })
-  } finally {
-    unsubscribe('fastify.initialization', onInit)
-  }
+  const app = await withEveryInstance(onInit, () => buildTestApp(test, { env: FUZZ_ENV, now, logger: { level: 'error', stream: logs.stream } }))
   return { app, routes, reach, counting }
 }
 
