@@ -10,7 +10,7 @@ import errorsPlugin, { errorBody, toErrorBody } from '../plugins/errors.ts'
 import jwtPlugin from '../plugins/jwt.ts'
 import rateLimitPlugin from '../plugins/rate-limit.ts'
 import securityPlugin, { SECURITY_HEADERS } from '../plugins/security.ts'
-import outboxPlugin from '../plugins/outbox.ts'
+import jobsPlugin from '../plugins/jobs.ts'
 import servicesPlugin from '../plugins/services.ts'
 import swaggerPlugin from '../plugins/swagger.ts'
 import telemetryPlugin from '../plugins/telemetry.ts'
@@ -161,7 +161,7 @@ export async function buildApp (opts: BuildAppOptions) {
   await app.register(dbPlugin, { handle: opts.db })
   await app.register(jwtPlugin)
   await app.register(servicesPlugin, { now: opts.now, mailer: opts.mailer })
-  await app.register(outboxPlugin)
+  await app.register(jobsPlugin)
   await app.register(authPlugin)
   await app.register(routes)
   return app

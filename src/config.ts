@@ -94,6 +94,10 @@ export const ConfigSchema = Type.Object({
   RATE_LIMIT_PASSWORD_MAX: Int(10, 1, 100_000),
   RATE_LIMIT_PASSWORD_WINDOW_SECONDS: Int(900, 1, 86400),
 
+  AUTH_EVENTS_RETENTION_DAYS: Int(90, 1, 3650),
+  OUTBOX_RETENTION_DAYS: Int(7, 1, 3650),
+  RETENTION_INTERVAL_MINUTES: Int(60, 0, 10_080),
+
   METRICS_ENABLED: Bool(true),
   /** When set, GET /metrics needs `Authorization: Bearer <token>`. */
   METRICS_TOKEN: OptStr({ minLength: 16, maxLength: 512 }),
@@ -210,6 +214,10 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
   }
   if (config.SMTP_HOST !== undefined && config.MAIL_STDOUT) {
     throw new ConfigError('Invalid configuration: MAIL_STDOUT=true and SMTP_HOST are both set; choose one way to deliver email')
+  }
+  if (config.AUTH_EVENTS_RETENTION_DAYS < config.RATE_LIMIT_KNOWN_IP_DAYS) {
+    // The known-IP exemption reads successful logins from the audit log.
+    throw new ConfigError('Invalid configuration: AUTH_EVENTS_RETENTION_DAYS must be at least RATE_LIMIT_KNOWN_IP_DAYS (the known-IP exemption reads the audit log)')
   }
   config.SMTP_REQUIRE_TLS ??= config.SMTP_HOST === undefined || !isLoopbackHost(config.SMTP_HOST)
   config.PUBLIC_URL ??= `http://localhost:${config.PORT}`

@@ -154,3 +154,10 @@ t.test('a malformed URL is echoed without its password', async (t) => {
   t.match(message, /^Invalid configuration: DATABASE_URL .*mysql:\/\/root:\*\*\*@db\.example\.com/)
   t.notMatch(message, /hunter2/)
 })
+
+t.test('audit events are kept at least as long as the known-IP exemption reads them', async (t) => {
+  t.throws(() => loadConfig({ AUTH_EVENTS_RETENTION_DAYS: '20' }), /AUTH_EVENTS_RETENTION_DAYS must be at least RATE_LIMIT_KNOWN_IP_DAYS/)
+  t.equal(loadConfig({ AUTH_EVENTS_RETENTION_DAYS: '20', RATE_LIMIT_KNOWN_IP_DAYS: '14' }).AUTH_EVENTS_RETENTION_DAYS, 20)
+  t.equal(loadConfig({}).AUTH_EVENTS_RETENTION_DAYS, 90)
+  t.equal(loadConfig({}).OUTBOX_RETENTION_DAYS, 7)
+})

@@ -38,6 +38,7 @@ export function testConfig (env: Record<string, string> = {}): Config {
     RATE_LIMIT_SIGNUP_MAX: '10000',
     HIBP_ENABLED: 'false',
     OUTBOX_POLL_INTERVAL_MS: '0',
+    RETENTION_INTERVAL_MINUTES: '0',
     MFA_ENCRYPTION_KEY: 'test-mfa-encryption-key-0123456789abcdef',
     RATE_LIMIT_MFA_MAX: '10000',
     ...env

@@ -9,6 +9,7 @@ import { createSmtpMailer, createStdoutMailer, type Mailer } from './mailer.ts'
 import { createOutbox } from './outbox.ts'
 import { createPasswordHasher } from './passwords.ts'
 import { createPasswordThrottle } from './password-throttle.ts'
+import { createRetention } from './retention.ts'
 import { createSealer, deriveKey } from './sealing.ts'
 import { createSessionService } from './sessions.ts'
 import { createTaskService } from './tasks.ts'
@@ -136,6 +137,12 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     resetEmailsPerHour: config.RATE_LIMIT_RESET_EMAILS_PER_HOUR
   })
   const tasks = createTaskService({ db, now })
-  return { passwords, breaches, audit, outbox, sessions, mfa, accounts, credentials, tasks }
+  const retention = createRetention({
+    db,
+    now,
+    telemetry,
+    settings: { authEventsDays: config.AUTH_EVENTS_RETENTION_DAYS, outboxDays: config.OUTBOX_RETENTION_DAYS }
+  })
+  return { passwords, breaches, audit, outbox, sessions, mfa, accounts, credentials, tasks, retention }
 }
 export type Services = ReturnType<typeof createServices>

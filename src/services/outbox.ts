@@ -184,23 +184,3 @@ export function createOutbox (deps: { db: Db, now: () => Date, mailer: Mailer, s
   }
 }
 export type Outbox = ReturnType<typeof createOutbox>
-
-/** Runs `outbox.runOnce` every `intervalMs` until stopped; one round at a time. */
-export function startOutboxWorker (outbox: Outbox, intervalMs: number, onError: (err: unknown) => void) {
-  let stopped = false
-  let running: Promise<unknown> = Promise.resolve()
-  let timer: NodeJS.Timeout | undefined
-  const tick = () => {
-    running = outbox.runOnce().catch(onError).finally(() => {
-      if (!stopped) timer = setTimeout(tick, intervalMs)
-    })
-  }
-  timer = setTimeout(tick, 0)
-  return {
-    async stop () {
-      stopped = true
-      clearTimeout(timer)
-      await running
-    }
-  }
-}
