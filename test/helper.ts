@@ -4,6 +4,7 @@
  * TEST_DATABASE_URL. One database per test file (tap runs files in separate processes);
  * tables are truncated before each app.
  */
+import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import { type AddressInfo, createServer } from 'node:net'
@@ -17,7 +18,9 @@ import { Secret, TOTP } from 'otpauth'
 import t, { type Test } from 'tap'
 import { buildApp, type App } from '../src/app.ts'
 import { loadConfig, type Config } from '../src/config.ts'
-import { connectPglite, connectPostgres, type DbHandle, migrationsFolder } from '../src/db/client.ts'
+import { connectPglite, connectPostgres, type DbHandle, migrationsFolder, rowsOf } from '../src/db/client.ts'
+
+export { rowsOf }
 import type { Email, Mailer } from '../src/services/mailer.ts'
 
 
@@ -229,11 +232,6 @@ export async function dumpDatabase (app: { db: DbHandle['db'] }): Promise<string
   return parts.join('\n')
 }
 
-/** drizzle's execute() returns an array on postgres.js and `{ rows }` on PGlite. */
-export function rowsOf (result: unknown): Record<string, unknown>[] {
-  return (Array.isArray(result) ? result : (result as { rows: Record<string, unknown>[] }).rows)
-}
-
 /** The TOTP code of `secret` at `at` (otpauth: SHA1, 6 digits, 30 s). */
 export const totpCode = (secret: string, at: Date) => TOTP.generate({ secret: Secret.fromBase32(secret), timestamp: at.getTime() })
 
@@ -285,6 +283,37 @@ export async function buildTestAppWithRoutes (test: Test, opts: TestAppOptions =
     })
   }, () => buildTestApp(test, opts))
   return { app, routes }
+}
+
+/** How a service process ended. */
+export interface ServiceRun { code: number | null, stdout: string, stderr: string }
+
+/**
+ * The entry point as an operator runs it: `src/server.ts` in a process of its own, with only
+ * PATH, HOME, LOG_LEVEL=info and `env` in its environment. `listening` resolves to its base URL
+ * (from its "Server listening" log line), `exited` to its exit code and output.
+ */
+export function startService (env: Record<string, string>) {
+  const entry = new URL('../src/server.ts', import.meta.url).pathname
+  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d) => { stdout += d })
+  child.stderr.on('data', (d) => { stderr += d })
+  const exited = new Promise<ServiceRun>((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr })))
+  const listening = new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no listen line:\n${stdout}\n${stderr}`)), 60_000)
+    child.stdout.on('data', () => {
+      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(stdout)
+      if (m?.[1] !== undefined) { clearTimeout(timer); resolve(m[1]) }
+    })
+    void exited.then(() => { clearTimeout(timer); reject(new Error(`exited early:\n${stdout}\n${stderr}`)) })
+  })
+  listening.catch(() => {}) // awaited only by the tests that expect a server
+  return { child, exited, listening }
 }
 
 /** A TCP port on 127.0.0.1 that nothing listens on right now. */

@@ -1,38 +1,11 @@
 /**
  * The entry point as a newcomer runs it: a real process on the embedded database.
  */
-import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { PASSWORD } from './helper.ts'
-
-const ENTRY = new URL('../src/server.ts', import.meta.url).pathname
-
-interface Run { code: number | null, stdout: string, stderr: string }
-
-function start (env: Record<string, string>) {
-  const child = spawn(process.execPath, ['--import', 'tsx', ENTRY], {
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (d) => { stdout += d })
-  child.stderr.on('data', (d) => { stderr += d })
-  const exited = new Promise<Run>((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr })))
-  const listening = new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no listen line:\n${stdout}\n${stderr}`)), 60_000)
-    child.stdout.on('data', () => {
-      const m = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(stdout)
-      if (m?.[1] !== undefined) { clearTimeout(timer); resolve(m[1]) }
-    })
-    void exited.then(() => { clearTimeout(timer); reject(new Error(`exited early:\n${stdout}\n${stderr}`)) })
-  })
-  listening.catch(() => {}) // awaited only by the tests that expect a server
-  return { child, exited, listening }
-}
+import { PASSWORD, startService as start } from './helper.ts'
 
 t.test('production without JWT_SECRET stops with one line naming it', async (t) => {
   const envs: Array<Record<string, string>> = [{ NODE_ENV: 'production' }, { NODE_ENV: 'production', JWT_SECRET: 'too-short' }]

@@ -104,6 +104,11 @@ export async function connect (opts: { databaseUrl?: string, dataDir: string, po
     : connectPglite(join(opts.dataDir, 'pglite'))
 }
 
+/** The rows of `db.execute()`: postgres.js returns an array, PGlite `{ rows }`. */
+export function rowsOf<T = Record<string, unknown>> (result: unknown): T[] {
+  return Array.isArray(result) ? result : (result as { rows: T[] }).rows
+}
+
 /** drizzle's own bookkeeping table; declared here, not in schema.ts, so drizzle-kit leaves it alone. */
 const appliedMigrations = pgSchema('drizzle').table('__drizzle_migrations', { id: integer('id') })
 

@@ -48,7 +48,7 @@ export function createOutbox (deps: { db: Db, now: () => Date, mailer: Mailer, s
   const sendTimeoutMs = settings.sendTimeoutMs ?? 30_000
   const leaseMs = settings.leaseSeconds * 1000
   let reportedBacklog = 0
-  let reportedAt = Number.NEGATIVE_INFINITY
+  let checkedAt = Number.NEGATIVE_INFINITY
 
   function backoffMs (attempts: number): number {
     return Math.min(settings.backoffBaseSeconds * 1000 * 2 ** Math.max(0, attempts - 1), settings.backoffMaxSeconds * 1000)
@@ -92,11 +92,17 @@ export function createOutbox (deps: { db: Db, now: () => Date, mailer: Mailer, s
   }
   deps.telemetry.metrics.observeOutbox(backlog)
 
-  /** Logs the backlog when it has grown (at most once a minute), and once when it has drained. */
-  async function reportBacklog (): Promise<void> {
+  /**
+   * Logs the backlog when it has grown, and once when it has drained. Looked at after a round
+   * that claimed email or while a backlog was last seen, at most once a minute: not a count
+   * query on every round.
+   */
+  async function reportBacklog (claimed: number): Promise<void> {
+    const t = now().getTime()
+    if ((claimed === 0 && reportedBacklog === 0) || t - checkedAt < 60_000) return
+    checkedAt = t
     const { pending, oldestPendingSeconds } = await backlog()
-    if (pending > reportedBacklog && now().getTime() - reportedAt >= 60_000) {
-      reportedAt = now().getTime()
+    if (pending > reportedBacklog) {
       log.warn({ pending, oldestPendingSeconds }, 'email outbox backlog is growing')
       reportedBacklog = pending
     } else if (pending === 0 && reportedBacklog > 0) {
@@ -176,7 +182,7 @@ export function createOutbox (deps: { db: Db, now: () => Date, mailer: Mailer, s
         outcome[await deliver(row, claimId)]++
       }
       for (const [kind, n] of Object.entries(outcome)) if (n > 0) deps.telemetry.metrics.outboxDeliveries.inc({ outcome: kind }, n)
-      if (rows.length > 0 || reportedBacklog > 0) await reportBacklog()
+      await reportBacklog(rows.length)
       return outcome
     },
 

@@ -1,5 +1,5 @@
 import { and, inArray, lt, sql, type SQL } from 'drizzle-orm'
-import type { Db, Queryable } from '../db/client.ts'
+import { type Db, type Queryable, rowsOf } from '../db/client.ts'
 import { authEvents, emailOutbox } from '../db/schema.ts'
 import { transaction } from '../db/transaction.ts'
 import type { Telemetry } from './telemetry.ts'
@@ -13,9 +13,6 @@ export interface RetentionSettings {
 
 /** Arbitrary constant key of the retention job's advisory lock. */
 const RETENTION_LOCK_KEY = 7_245_310_022
-
-/** drizzle's execute() returns an array on postgres.js and `{ rows }` on PGlite. */
-const rowsOf = <T>(result: unknown): T[] => (Array.isArray(result) ? result : (result as { rows: T[] }).rows)
 
 /**
  * Prunes what is kept only for a while: audit events older than `authEventsDays`, and outbox rows

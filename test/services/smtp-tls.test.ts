@@ -4,7 +4,7 @@
  * SMTP_REQUIRE_TLS (the default for any host but loopback) nothing is said before TLS is up and
  * the server's certificate verifies.
  */
-import { execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import { SMTPServer } from 'smtp-server'
 import t from 'tap'
 import { emailOutbox } from '../../src/db/schema.ts'
-import { buildTestApp, freePort, PASSWORD, round, type Test, uniqueEmail } from '../helper.ts'
+import { buildTestApp, PASSWORD, round, startService, type Test, uniqueEmail } from '../helper.ts'
 
 /** A test CA and a server certificate it signed for 127.0.0.1 and localhost (openssl CLI). */
 function certificates (test: Test) {
@@ -88,42 +88,31 @@ t.test('the service as a process: STARTTLS to a server whose certificate verifie
   const smtp = await smtpServer(t, certs)
   const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-tls-data-'))
   t.teardown(() => rmSync(dataDir, { recursive: true, force: true }))
-  const port = await freePort()
-  const child = spawn(process.execPath, ['--import', 'tsx', new URL('../../src/server.ts', import.meta.url).pathname], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      NODE_EXTRA_CA_CERTS: certs.caFile, // how an operator trusts a private CA
-      PORT: String(port),
-      DATA_DIR: dataDir,
-      LOG_LEVEL: 'warn',
-      HIBP_ENABLED: 'false',
-      OUTBOX_POLL_INTERVAL_MS: '100',
-      SMTP_HOST: '127.0.0.1',
-      SMTP_PORT: String(smtp.port),
-      ...credentials
-    },
-    stdio: ['ignore', 'ignore', 'pipe']
+  const service = startService({
+    NODE_EXTRA_CA_CERTS: certs.caFile, // how an operator trusts a private CA
+    PORT: '0',
+    DATA_DIR: dataDir,
+    HIBP_ENABLED: 'false',
+    OUTBOX_POLL_INTERVAL_MS: '100',
+    SMTP_HOST: '127.0.0.1',
+    SMTP_PORT: String(smtp.port),
+    ...credentials
   })
-  let stderr = ''
-  child.stderr.on('data', (d) => { stderr += d })
-  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()))
-  t.teardown(async () => { child.kill('SIGTERM'); await exited })
-
-  const base = `http://127.0.0.1:${port}`
-  const until = async <T>(probe: () => Promise<T | undefined>, what: string): Promise<T> => {
+  t.teardown(async () => { service.child.kill('SIGTERM'); await service.exited })
+  const base = await service.listening
+  const until = async <T>(probe: () => T | undefined, what: string): Promise<T> => {
     for (let i = 0; i < 300; i++) {
-      const value = await probe().catch(() => undefined)
+      const value = probe()
       if (value !== undefined) return value
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
-    throw new Error(`timed out waiting for ${what}\n${stderr}`)
+    throw new Error(`timed out waiting for ${what}`)
   }
-  await until(async () => ((await fetch(`${base}/health/ready`)).ok ? true : undefined), 'readiness')
   const email = uniqueEmail()
   const post = (path: string, body: object) => fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
   t.equal((await post('/api/auth/signup', { email, password: PASSWORD })).status, 201)
   t.equal((await post('/api/auth/password/forgot', { email })).status, 202)
-  const mail = await until(async () => smtp.seen.messages[0], 'the reset email')
+  const mail = await until(() => smtp.seen.messages[0], 'the reset email')
   t.equal(mail.secure, true, 'the session was encrypted (STARTTLS)')
   t.same(smtp.seen.auth, [`${credentials.SMTP_USER}:${credentials.SMTP_PASSWORD}`], 'AUTH came after TLS')
   t.match(mail.raw, /reset-password\?token=/)
