@@ -12,7 +12,7 @@ import { existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileS
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
-import { sql } from 'drizzle-orm'
+import { eq, sql } from 'drizzle-orm'
 import type { FastifyInstance } from 'fastify'
 import { Secret, TOTP } from 'otpauth'
 import t, { type Test } from 'tap'
@@ -22,6 +22,7 @@ import { connectPglite, connectPostgres, type DbHandle, migrationsFolder, rowsOf
 
 export { rowsOf }
 import type { Email, Mailer } from '../src/services/mailer.ts'
+import { sessions, users } from '../src/db/schema.ts'
 
 
 export const JWT_SECRET = 'test-secret-that-is-long-enough-for-hs256-0123456789'
@@ -335,6 +336,44 @@ export async function listeningTestApp (test: Test, opts: TestAppOptions = {}) {
   const app = await buildTestApp(test, { ...opts, env: { PUBLIC_URL: base, ...opts.env } })
   await app.listen({ host: '127.0.0.1', port })
   return { app, base, port }
+}
+
+/** The claims of a JWT, unverified (tests read what they were issued). */
+export function decodeJwt (jwt: string): Record<string, unknown> & { sub: string, sid: string, role: string, amr: string[], iat: number, exp: number, jti: string } {
+  return JSON.parse(Buffer.from(jwt.split('.')[1] ?? '', 'base64url').toString())
+}
+
+/**
+ * Changes a user row behind the service's back: the state an operator, a migration or another
+ * instance could leave. Tests of the admin API use the API instead.
+ */
+export async function setUser (app: App, userId: string, patch: Partial<Pick<typeof users.$inferInsert, 'isActive' | 'role' | 'passwordMustChange' | 'passwordHash'>>) {
+  await app.db.update(users).set(patch).where(eq(users.id, userId))
+}
+
+/** Removes a user (and, by cascade, its sessions and tokens). */
+export async function deleteUser (app: App, userId: string) {
+  await app.db.delete(users).where(eq(users.id, userId))
+}
+
+/** Gives an existing user the admin role. */
+export const makeAdmin = (app: App, userId: string) => setUser(app, userId, { role: 'admin' })
+
+/** Signs up a user and makes it an admin; its access token carries role user but the guard reads the database. */
+export async function signupAdmin (app: App, email = uniqueEmail('admin'), remoteAddress = '10.0.0.1') {
+  const s = await signup(app, email, PASSWORD, remoteAddress)
+  await makeAdmin(app, s.user.id)
+  return s
+}
+
+/** Marks a session revoked behind the service's back (its access tokens must stop working). */
+export async function revokeSession (app: App, sessionId: string, at = new Date()) {
+  await app.db.update(sessions).set({ revokedAt: at, revokedReason: 'test' }).where(eq(sessions.id, sessionId))
+}
+
+/** Marks every session of a user revoked behind the service's back. */
+export async function revokeSessionsOf (app: App, userId: string, at = new Date()) {
+  await app.db.update(sessions).set({ revokedAt: at, revokedReason: 'test' }).where(eq(sessions.userId, userId))
 }
 
 /** Asserts the contract's error body. */

@@ -1,6 +1,5 @@
-import { and, eq } from 'drizzle-orm'
-import { users, type UserRow } from '../db/schema.ts'
-import type { Db, Queryable } from '../db/client.ts'
+import type { UserRow } from '../db/schema.ts'
+import type { Db, Tx } from '../db/client.ts'
 import { transaction } from '../db/transaction.ts'
 import { AppError } from '../errors.ts'
 import type { AuditLog, RequestContext } from './audit.ts'
@@ -9,6 +8,7 @@ import type { PasswordHasher } from './passwords.ts'
 import type { PasswordThrottle } from './password-throttle.ts'
 import type { BreachChecker } from './hibp.ts'
 import type { MfaChallenge, MfaService } from './mfa.ts'
+import type { AccountStore } from './account-store.ts'
 import type { Amr, IssuedRefreshToken, SessionService } from './sessions.ts'
 
 /** The contract's User object. */
@@ -66,12 +66,13 @@ export function createAccountService (deps: {
   breaches: BreachChecker
   mfa: MfaService
   audit: AuditLog
+  store: AccountStore
   sessions: SessionService
   throttle: PasswordThrottle
   signAccessToken: (claims: AccessClaims) => string
   accessTokenSeconds: number
 }) {
-  const { db, now, passwords, audit } = deps
+  const { db, passwords, audit, store } = deps
 
   function authResult (user: UserRow, sessionId: string, amr: Amr[], refresh: IssuedRefreshToken): AuthResult {
     return {
@@ -85,25 +86,23 @@ export function createAccountService (deps: {
     }
   }
 
-  const emailOf = async (userId: string) =>
-    (await db.select({ email: users.email }).from(users).where(eq(users.id, userId)))[0]?.email ?? null
+  const emailOf = async (userId: string) => (await store.userById(userId))?.email ?? null
 
   /** Revokes one session and records `logout` when it was live; returns whether it was. */
   async function endSession (userId: string, sessionId: string, reason: string, ctx: RequestContext, metadata: Record<string, unknown>) {
     const email = await emailOf(userId)
     return transaction(db, async (tx) => {
-      const live = await deps.sessions.revoke(userId, sessionId, reason, tx)
+      const live = await store.revokeSession(tx, userId, sessionId, reason)
       if (live) await audit.record({ type: 'logout', ctx, userId, email, success: true, metadata }, tx)
       return live
     })
   }
 
   /** The end of every successful login: a session, lastLoginAt, the audit row, the tokens. */
-  async function completeLogin (tx: Queryable, user: UserRow, amr: Amr[], ctx: RequestContext): Promise<AuthResult> {
-    const [updated] = await tx.update(users).set({ lastLoginAt: now() }).where(eq(users.id, user.id)).returning()
-    const { session, refresh } = await deps.sessions.create(user.id, ctx, amr, tx)
+  async function completeLogin (tx: Tx, user: UserRow, amr: Amr[], ctx: RequestContext): Promise<AuthResult> {
+    const { user: updated, session, refresh } = await deps.sessions.create(tx, user.id, ctx, amr)
     await audit.record({ type: 'login_success', ctx, userId: user.id, email: user.email, success: true, metadata: { amr } }, tx)
-    return authResult(updated ?? user, session.id, amr, refresh)
+    return authResult(updated, session.id, amr, refresh)
   }
 
   return {
@@ -112,14 +111,11 @@ export function createAccountService (deps: {
       assertPasswordPolicy(input.password)
       await deps.breaches.assertNotBreached(input.password)
       const passwordHash = await passwords.hash(input.password)
-      const t = now()
       return transaction(db, async (tx) => {
-        // ON CONFLICT DO NOTHING: two racing signups of one email give one row and one 409, no 500.
-        const [user] = await tx.insert(users).values({
-          email, passwordHash, passwordChangedAt: t, createdAt: t, updatedAt: t, lastLoginAt: t
-        }).onConflictDoNothing({ target: users.email }).returning()
-        if (user === undefined) throw new AppError('EMAIL_TAKEN')
-        const { session, refresh } = await deps.sessions.create(user.id, ctx, ['pwd'], tx)
+        // Two racing signups of one email give one row and one 409, no 500.
+        const created = await store.insertUser(tx, { email, passwordHash })
+        if (created === undefined) throw new AppError('EMAIL_TAKEN')
+        const { user, session, refresh } = await deps.sessions.create(tx, created.id, ctx, ['pwd'])
         await audit.record({ type: 'signup', ctx, userId: user.id, email, success: true }, tx)
         return authResult(user, session.id, ['pwd'], refresh)
       })
@@ -129,7 +125,7 @@ export function createAccountService (deps: {
       const email = normaliseEmail(input.email)
       await deps.throttle.assertOpen(email, ctx)
 
-      const [user] = await db.select().from(users).where(eq(users.email, email))
+      const user = await store.userByEmail(email)
       const ok = user === undefined
         ? await passwords.verifyDummy(input.password)
         : await passwords.verify(user.passwordHash, input.password)
@@ -147,9 +143,8 @@ export function createAccountService (deps: {
 
       // Parameters changed since this hash was made: upgrade it while we hold the password.
       if (passwords.needsRehash(user.passwordHash)) {
-        const rehash = await passwords.hash(input.password)
         // Only if the hash is still the one verified: a password change in between wins.
-        await db.update(users).set({ passwordHash: rehash }).where(and(eq(users.id, user.id), eq(users.passwordHash, user.passwordHash)))
+        await store.upgradePasswordHash(user.id, user.passwordHash, await passwords.hash(input.password))
       }
       // A second factor is due: no session, no cookie, only a challenge token.
       if (user.mfaEnabled) return deps.mfa.startChallenge(user.id)
@@ -176,7 +171,7 @@ export function createAccountService (deps: {
     async logoutAll (userId: string, ctx: RequestContext): Promise<number> {
       const email = await emailOf(userId)
       return transaction(db, async (tx) => {
-        const revoked = await deps.sessions.revokeAll(userId, 'logout_all', tx)
+        const revoked = (await store.revokeAllSessions(tx, userId, 'logout_all')).length
         await audit.record({ type: 'logout_all', ctx, userId, email, success: true, metadata: { revoked } }, tx)
         return revoked
       })
@@ -189,7 +184,7 @@ export function createAccountService (deps: {
     },
 
     async getUser (userId: string): Promise<PublicUser> {
-      const [user] = await db.select().from(users).where(eq(users.id, userId))
+      const user = await store.userById(userId)
       if (user === undefined) throw new AppError('SESSION_REVOKED')
       return toPublicUser(user)
     }

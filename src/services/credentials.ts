@@ -1,7 +1,7 @@
 import { and, eq, gt, isNull, sql } from 'drizzle-orm'
-import type { Db, Queryable } from '../db/client.ts'
+import type { Db, Tx } from '../db/client.ts'
 import { transaction } from '../db/transaction.ts'
-import { mfaChallenges, passwordResetTokens, users } from '../db/schema.ts'
+import { mfaChallenges, passwordResetTokens } from '../db/schema.ts'
 import { AppError } from '../errors.ts'
 import type { AuditLog, RequestContext } from './audit.ts'
 import { hashOpaqueToken, newOpaqueToken, OPAQUE_TOKEN_FORMAT } from './opaque-tokens.ts'
@@ -13,6 +13,7 @@ import { assertPasswordPolicy } from './password-policy.ts'
 import type { PasswordHasher } from './passwords.ts'
 import type { PasswordThrottle } from './password-throttle.ts'
 import type { SessionService } from './sessions.ts'
+import type { AccountStore } from './account-store.ts'
 import { normaliseEmail } from './accounts.ts'
 
 
@@ -28,6 +29,7 @@ export function createCredentialService (deps: {
   now: () => Date
   passwords: PasswordHasher
   breaches: BreachChecker
+  store: AccountStore
   sessions: SessionService
   outbox: Outbox
   audit: AuditLog
@@ -37,7 +39,7 @@ export function createCredentialService (deps: {
   resetTokenMinutes: number
   resetEmailsPerHour: number
 }) {
-  const { db, now, passwords, audit, outbox } = deps
+  const { db, now, passwords, audit, outbox, store } = deps
 
   /** Policy first (cheap, precise message), then the breach check. */
   async function assertAcceptable (password: string): Promise<void> {
@@ -50,10 +52,8 @@ export function createCredentialService (deps: {
    * MFA challenge (an mfaToken won with the old password), and lifts the per-account MFA lock
    * that whoever knew the old password may have been holding.
    */
-  async function setPassword (tx: Queryable, userId: string, passwordHash: string, t: Date): Promise<void> {
-    await tx.update(users).set({
-      passwordHash, passwordChangedAt: t, passwordMustChange: false, updatedAt: t, mfaFailureCount: 0, mfaFailureWindowStart: null
-    }).where(eq(users.id, userId))
+  async function setPassword (tx: Tx, userId: string, passwordHash: string, t: Date): Promise<void> {
+    await store.setPassword(tx, userId, passwordHash, t)
     await tx.update(passwordResetTokens).set({ usedAt: t })
       .where(and(eq(passwordResetTokens.userId, userId), isNull(passwordResetTokens.usedAt)))
     await tx.update(mfaChallenges).set({ consumedAt: t })
@@ -73,7 +73,7 @@ export function createCredentialService (deps: {
     const email = normaliseEmail(rawEmail)
     const t = now()
     await transaction(db, async (tx) => {
-      const [user] = await tx.select().from(users).where(eq(users.email, email)).for('no key update')
+      const user = await store.lockUserByEmail(tx, email)
       if (user === undefined || !user.isActive) {
         await audit.record({
           type: 'password_reset_requested', ctx, userId: user?.id ?? null, email, success: false,
@@ -154,7 +154,7 @@ export function createCredentialService (deps: {
       const t = now()
       const userId = await transaction(db, async (tx) => {
         // The user row first, as every writer of a user's credentials and sessions locks it.
-        const [user] = await tx.select().from(users).where(eq(users.id, pending.userId)).for('no key update')
+        const user = await store.lockUser(tx, pending.userId)
         const [consumed] = await tx.update(passwordResetTokens).set({ usedAt: t })
           .where(and(eq(passwordResetTokens.tokenHash, hashOpaqueToken(token)), isNull(passwordResetTokens.usedAt), gt(passwordResetTokens.expiresAt, t)))
           .returning()
@@ -163,7 +163,7 @@ export function createCredentialService (deps: {
           return undefined
         }
         await setPassword(tx, user.id, passwordHash, t)
-        const revoked = await deps.sessions.revokeAll(user.id, 'password_reset', tx)
+        const revoked = (await store.revokeAllSessions(tx, user.id, 'password_reset')).length
         await audit.record({ type: 'password_reset', ctx, userId: user.id, email: user.email, success: true, metadata: { revokedSessions: revoked } }, tx)
         await outbox.enqueue(tx, 'password_changed', {
           to: user.email,
@@ -180,7 +180,7 @@ export function createCredentialService (deps: {
 
     /** Changes the password of a signed-in user, keeping the current session and ending the others. */
     async change (userId: string, sessionId: string, input: { currentPassword: string, newPassword: string }, ctx: RequestContext): Promise<void> {
-      const [user] = await db.select().from(users).where(eq(users.id, userId))
+      const user = await store.userById(userId)
       if (user === undefined) throw new AppError('SESSION_REVOKED')
       await deps.throttle.assertOpen(user.email, ctx, user.id)
       if (!await passwords.verify(user.passwordHash, input.currentPassword)) {
@@ -197,11 +197,11 @@ export function createCredentialService (deps: {
       await transaction(db, async (tx) => {
         // Re-checked under the user lock: the hashing above takes time, and a reset in between
         // (which ends this session) must not be undone by this change.
-        const [locked] = await tx.select({ passwordHash: users.passwordHash }).from(users).where(eq(users.id, userId)).for('no key update')
+        const locked = await store.lockUser(tx, userId)
         await deps.sessions.assertLive(tx, sessionId)
         if (locked?.passwordHash !== user.passwordHash) throw new AppError('AUTH_INVALID_CREDENTIALS', 'Current password is incorrect')
         await setPassword(tx, userId, passwordHash, t)
-        const revoked = await deps.sessions.revokeOthers(userId, sessionId, 'password_change', tx)
+        const revoked = (await store.revokeOtherSessions(tx, userId, sessionId, 'password_change')).length
         await audit.record({ type: 'password_change', ctx, userId, email: user.email, success: true, metadata: { revokedSessions: revoked } }, tx)
         await outbox.enqueue(tx, 'password_changed', {
           to: user.email,
@@ -212,7 +212,6 @@ export function createCredentialService (deps: {
           ].join('\n')
         })
       })
-      deps.sessions.forgetSession(sessionId) // its cached passwordMustChange is stale now
     },
 
     /**
@@ -222,14 +221,10 @@ export function createCredentialService (deps: {
      */
     async bootstrapAdmin (rawEmail: string, password: string): Promise<boolean> {
       const email = normaliseEmail(rawEmail)
-      const [existing] = await db.select({ id: users.id }).from(users).where(eq(users.email, email))
-      if (existing !== undefined) return false
+      if (await store.userByEmail(email) !== undefined) return false
       const passwordHash = await passwords.hash(password)
-      const t = now()
       return transaction(db, async (tx) => {
-        const [created] = await tx.insert(users).values({
-          email, passwordHash, role: 'admin', passwordMustChange: true, passwordChangedAt: t, createdAt: t, updatedAt: t
-        }).onConflictDoNothing({ target: users.email }).returning()
+        const created = await store.insertUser(tx, { email, passwordHash, role: 'admin', passwordMustChange: true })
         if (created === undefined) return false
         await audit.record({ type: 'signup', ctx: { ip: 'bootstrap', userAgent: null }, userId: created.id, email, success: true, metadata: { bootstrapAdmin: true } }, tx)
         return true

@@ -11,6 +11,7 @@ import { createPasswordHasher } from './passwords.ts'
 import { createPasswordThrottle } from './password-throttle.ts'
 import { createRetention } from './retention.ts'
 import { createSealer, deriveKey } from './sealing.ts'
+import { createAccountStore } from './account-store.ts'
 import { createSessionService } from './sessions.ts'
 import { createTaskService } from './tasks.ts'
 import type { Telemetry } from './telemetry.ts'
@@ -66,15 +67,17 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     }
   })
   if (config.JWT_SECRET === undefined) throw new Error('JWT_SECRET must be resolved before the services are built')
+  // The one owner of users, sessions and refresh tokens (and of the session-state cache).
+  const store = createAccountStore({ db, now, checkTtlSeconds: config.SESSION_CHECK_TTL_SECONDS })
   const sessions = createSessionService({
     db,
     now,
+    store,
     audit,
     outbox,
     secret: config.JWT_SECRET,
     refreshDays: config.REFRESH_TOKEN_EXPIRE_DAYS,
-    graceSeconds: config.REFRESH_REUSE_GRACE_SECONDS,
-    checkTtlSeconds: config.SESSION_CHECK_TTL_SECONDS
+    graceSeconds: config.REFRESH_REUSE_GRACE_SECONDS
   })
   const throttle = createPasswordThrottle({
     db,
@@ -98,6 +101,7 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     db,
     now,
     passwords,
+    store,
     audit,
     outbox,
     encryptionKey: config.MFA_ENCRYPTION_KEY,
@@ -117,6 +121,7 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     breaches,
     mfa,
     audit,
+    store,
     sessions,
     signAccessToken,
     accessTokenSeconds: config.ACCESS_TOKEN_EXPIRE_MINUTES * 60,
@@ -127,6 +132,7 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     now,
     passwords,
     breaches,
+    store,
     sessions,
     outbox,
     audit,
@@ -143,6 +149,6 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     telemetry,
     settings: { authEventsDays: config.AUTH_EVENTS_RETENTION_DAYS, outboxDays: config.OUTBOX_RETENTION_DAYS }
   })
-  return { passwords, breaches, audit, outbox, sessions, mfa, accounts, credentials, tasks, retention }
+  return { passwords, breaches, audit, outbox, store, sessions, mfa, accounts, credentials, tasks, retention }
 }
 export type Services = ReturnType<typeof createServices>

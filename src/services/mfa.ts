@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto'
-import { and, count, eq, gt, isNull, lt, lte, or, sql } from 'drizzle-orm'
+import { and, count, eq, gt, isNull, lt, sql } from 'drizzle-orm'
 import { Secret, TOTP } from 'otpauth'
-import type { Db, Queryable } from '../db/client.ts'
+import type { Db, Queryable, Tx } from '../db/client.ts'
 import { transaction } from '../db/transaction.ts'
-import { backupCodes, mfaChallenges, users, type UserRow } from '../db/schema.ts'
+import { backupCodes, mfaChallenges, type UserRow } from '../db/schema.ts'
+import type { AccountStore } from './account-store.ts'
 import { AppError } from '../errors.ts'
 import type { AuditLog, RequestContext } from './audit.ts'
 import { createMfaCrypto, generateBackupCode } from './mfa-crypto.ts'
@@ -46,6 +47,7 @@ export function createMfaService (deps: {
   db: Db
   now: () => Date
   passwords: PasswordHasher
+  store: AccountStore
   audit: AuditLog
   outbox: Outbox
   encryptionKey: string
@@ -61,7 +63,7 @@ export function createMfaService (deps: {
   /** Wrong second factors one account may see in a window, whatever the token or IP. */
   accountLimit: { maxFailures: number, windowMinutes: number }
 }) {
-  const { db, now, audit } = deps
+  const { db, now, audit, store } = deps
   const crypto = createMfaCrypto(deps.encryptionKey)
 
   const totpFor = (secretBase32: string, label: string) => new TOTP({
@@ -76,16 +78,8 @@ export function createMfaService (deps: {
     return delta === null ? null : Math.floor(t / 1000 / PERIOD) + delta
   }
 
-  /** Compare-and-set: the step is accepted only if it is later than the last one accepted. */
-  async function claimStep (q: Queryable, userId: string, step: number): Promise<boolean> {
-    const rows = await q.update(users).set({ totpLastStep: step })
-      .where(and(eq(users.id, userId), or(isNull(users.totpLastStep), lt(users.totpLastStep, step))))
-      .returning({ id: users.id })
-    return rows.length === 1
-  }
-
   async function loadUser (userId: string): Promise<UserRow> {
-    const [user] = await db.select().from(users).where(eq(users.id, userId))
+    const user = await store.userById(userId)
     if (user === undefined) throw new AppError('SESSION_REVOKED')
     return user
   }
@@ -111,7 +105,7 @@ export function createMfaService (deps: {
     if (user.totpSecretEnc === null) return 'invalid'
     const step = matchStep(crypto.decrypt(user.totpSecretEnc, user.id), code)
     if (step === null) return 'invalid'
-    return await claimStep(q, user.id, step) ? 'ok' : 'replayed'
+    return await store.claimTotpStep(q, user.id, step) ? 'ok' : 'replayed'
   }
 
   /** Sensitive MFA changes re-check the password; a wrong one is an mfa_failure event. */
@@ -132,24 +126,16 @@ export function createMfaService (deps: {
    */
   async function claimAttempt (user: UserRow, ctx: RequestContext): Promise<number> {
     const t = now()
-    const fresh = or(isNull(users.mfaFailureWindowStart), lte(users.mfaFailureWindowStart, new Date(t.getTime() - accountWindowMs)))
-    const [claimed] = await db.update(users).set({
-      mfaFailureWindowStart: sql`case when ${fresh} then ${t.toISOString()}::timestamptz else ${users.mfaFailureWindowStart} end`,
-      mfaFailureCount: sql`case when ${fresh} then 1 else ${users.mfaFailureCount} + 1 end`
-    }).where(and(eq(users.id, user.id), or(fresh, lt(users.mfaFailureCount, deps.accountLimit.maxFailures))))
-      .returning({ count: users.mfaFailureCount })
-    if (claimed !== undefined) return claimed.count
-    const [row] = await db.select({ start: users.mfaFailureWindowStart }).from(users).where(eq(users.id, user.id))
-    const retryAfter = Math.max(1, Math.ceil(((row?.start?.getTime() ?? t.getTime()) + accountWindowMs - t.getTime()) / 1000))
+    const claimed = await store.claimMfaAttempt(user.id, { maxFailures: deps.accountLimit.maxFailures, windowMs: accountWindowMs })
+    if ('count' in claimed) return claimed.count
+    const retryAfter = Math.max(1, Math.ceil(((claimed.fullSince?.getTime() ?? t.getTime()) + accountWindowMs - t.getTime()) / 1000))
     deps.telemetry.metrics.rateLimited.inc({ limit: 'account_mfa' })
     await audit.record({ type: 'rate_limited', ctx, userId: user.id, email: user.email, success: false, failureReason: 'account_mfa_failures' })
     throw new AppError('RATE_LIMITED', 'Too many wrong codes for this account, please try again later', { retryAfter })
   }
 
   /** A correct code: its attempt was not a failure. */
-  async function releaseAttempt (q: Queryable, userId: string): Promise<void> {
-    await q.update(users).set({ mfaFailureCount: sql`greatest(${users.mfaFailureCount} - 1, 0)` }).where(eq(users.id, userId))
-  }
+  const releaseAttempt = (q: Queryable, userId: string) => store.releaseMfaAttempt(q, userId)
 
   /**
    * A wrong code. The failure that fills the account's window also tells the owner, once a
@@ -159,10 +145,7 @@ export function createMfaService (deps: {
     if (count >= deps.accountLimit.maxFailures) {
       const t = now()
       await transaction(db, async (tx) => {
-        const [first] = await tx.update(users).set({ mfaAlertedAt: t })
-          .where(and(eq(users.id, user.id), or(isNull(users.mfaAlertedAt), lte(users.mfaAlertedAt, new Date(t.getTime() - accountWindowMs)))))
-          .returning({ id: users.id })
-        if (first === undefined) return
+        if (!await store.claimMfaAlert(tx, user.id, t, accountWindowMs)) return
         await deps.outbox.enqueue(tx, 'mfa_failures', {
           to: user.email,
           subject: 'Security alert: someone knows your Gatehouse password',
@@ -199,7 +182,7 @@ export function createMfaService (deps: {
       if (user.mfaEnabled) throw new AppError('MFA_ALREADY_ENABLED', 'Multi-factor authentication is already enabled')
       await requirePassword(user, password, ctx)
       const secret = new Secret({ size: 20 }).base32
-      await db.update(users).set({ totpPendingSecretEnc: crypto.encrypt(secret, user.id), updatedAt: now() }).where(eq(users.id, userId))
+      await store.setPendingTotp(userId, crypto.encrypt(secret, user.id))
       return { secret, otpauthUri: totpFor(secret, user.email).toString() }
     },
 
@@ -212,12 +195,8 @@ export function createMfaService (deps: {
       if (step === null) await fail(user, ctx, 'invalid_code')
       // Never call `db` inside a transaction: on PGlite (one connection) it would wait forever.
       const result = await transaction(db, async (tx) => {
-        if (!await claimStep(tx, user.id, step as number)) return undefined
-        const [enabled] = await tx.update(users)
-          .set({ mfaEnabled: true, totpSecretEnc: user.totpPendingSecretEnc, totpPendingSecretEnc: null, updatedAt: now() })
-          .where(and(eq(users.id, userId), eq(users.mfaEnabled, false)))
-          .returning({ id: users.id })
-        if (enabled === undefined) throw new AppError('MFA_ALREADY_ENABLED', 'Multi-factor authentication is already enabled')
+        if (!await store.claimTotpStep(tx, user.id, step as number)) return undefined
+        if (!await store.enableTotp(tx, userId, user.totpPendingSecretEnc as string)) throw new AppError('MFA_ALREADY_ENABLED', 'Multi-factor authentication is already enabled')
         const codes = await newBackupCodes(tx, userId)
         await audit.record({ type: 'mfa_enabled', ctx, userId, email: user.email, success: true }, tx)
         return { backupCodes: codes }
@@ -242,9 +221,9 @@ export function createMfaService (deps: {
       const t = now()
       await transaction(db, async (tx) => {
         // Under the user lock: a reset that ended this session while the checks ran wins.
-        await tx.select({ id: users.id }).from(users).where(eq(users.id, userId)).for('no key update')
+        await store.lockUser(tx, userId)
         await deps.sessions.assertLive(tx, sessionId)
-        await tx.update(users).set({ mfaEnabled: false, totpSecretEnc: null, totpPendingSecretEnc: null, updatedAt: t }).where(eq(users.id, userId))
+        await store.disableTotp(tx, userId, t)
         await tx.delete(backupCodes).where(eq(backupCodes.userId, userId))
         await audit.record({ type: 'mfa_disabled', ctx, userId, email: user.email, success: true }, tx)
         await deps.outbox.enqueue(tx, 'mfa_disabled', {
@@ -274,7 +253,7 @@ export function createMfaService (deps: {
      * more tries than `maxFailures` per token and the account limit per window.
      */
     async answerChallenge<T> (mfaToken: string, answer: { code?: string, backupCode?: string }, ctx: RequestContext,
-      complete: (tx: Queryable, user: UserRow) => Promise<T>): Promise<T> {
+      complete: (tx: Tx, user: UserRow) => Promise<T>): Promise<T> {
       const invalid = () => new AppError('MFA_TOKEN_INVALID', 'MFA challenge is invalid or has expired')
       let claims: { sub: string, jti: string }
       try {

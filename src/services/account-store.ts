@@ -1,0 +1,344 @@
+import { and, count, desc, eq, gt, ilike, inArray, isNull, lt, lte, ne, or, sql } from 'drizzle-orm'
+import type { Db, Queryable, Tx } from '../db/client.ts'
+import { refreshTokens, sessions, users, type RefreshTokenRow, type SessionRow, type UserRow } from '../db/schema.ts'
+import { afterCommit } from '../db/transaction.ts'
+import type { RequestContext } from './audit.ts'
+import { hashOpaqueToken } from './opaque-tokens.ts'
+
+export type Amr = 'pwd' | 'otp'
+export type Role = 'user' | 'admin'
+
+export interface SessionState {
+  /** false when the session is revoked or expired, or the user deactivated or gone. */
+  active: boolean
+  /** The session's owner: a token is good only for the user its session belongs to. */
+  userId: string | null
+  role: Role
+  passwordMustChange: boolean
+}
+
+/** Which of a user's live sessions a revocation ends. */
+export type SessionScope = { only: string } | { except: string } | 'all'
+
+/** A refresh token found by its hash, before anything is locked. */
+export interface FoundRefreshToken { hash: string, userId: string, sessionId: string }
+
+const MAX_CACHE = 100_000
+
+/**
+ * The one owner of the `users`, `sessions` and `refresh_tokens` tables (after supabase/auth's
+ * `internal/models`): callers say what they want (`revokeAllSessions(tx, userId, reason)`),
+ * never the SQL, and no other module imports these tables.
+ *
+ * **Lock order: user row → session rows → refresh-token rows.** Every write to a user's sessions
+ * or refresh tokens goes through `lockUser` first (a revocation, a login, a rotation, whose reuse
+ * path revokes every session), so two of them serialise on the user row and can never deadlock on
+ * session rows. The functions that take a `Tx` and write sessions take that lock themselves.
+ *
+ * The per-instance cache of session state (`sessionState`) lives here too, and every write that
+ * changes what it holds (a revocation, a role, a deactivation, passwordMustChange) drops the
+ * affected entries once its transaction has committed: dropped earlier, a request racing the
+ * transaction could read the old state and cache it again.
+ */
+export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSeconds: number }) {
+  const { db, now } = deps
+  const cache = new Map<string, { state: SessionState, until: number }>()
+  /** Bumped by every invalidation: a state read that overlapped one is not cached. */
+  let invalidations = 0
+
+  function forget (ids: string[]): void {
+    if (ids.length === 0) return
+    invalidations++
+    for (const id of ids) cache.delete(id)
+  }
+
+  /** Takes the user row lock (the first lock of every session write); the row, or undefined. */
+  async function lockUser (tx: Tx, userId: string): Promise<UserRow | undefined> {
+    const [user] = await tx.select().from(users).where(eq(users.id, userId)).for('no key update')
+    return user
+  }
+
+  /** Drops the cached state of every session of the user once `tx` commits (its user row changed). */
+  async function forgetSessionsOf (tx: Queryable, userId: string): Promise<void> {
+    const rows = await tx.select({ id: sessions.id }).from(sessions).where(and(eq(sessions.userId, userId), isNull(sessions.revokedAt)))
+    afterCommit(tx, () => forget(rows.map((r) => r.id)))
+  }
+
+  /** Revokes the user's live sessions in `scope` and their refresh tokens, under the user lock. */
+  async function revoke (tx: Tx, userId: string, reason: string, scope: SessionScope): Promise<string[]> {
+    await lockUser(tx, userId)
+    const t = now()
+    const revoked = await tx.update(sessions).set({ revokedAt: t, revokedReason: reason }).where(and(
+      eq(sessions.userId, userId),
+      isNull(sessions.revokedAt),
+      scope !== 'all' && 'only' in scope ? eq(sessions.id, scope.only) : undefined,
+      scope !== 'all' && 'except' in scope ? ne(sessions.id, scope.except) : undefined
+    )).returning({ id: sessions.id })
+    const ids = revoked.map((r) => r.id)
+    if (ids.length > 0) {
+      await tx.update(refreshTokens).set({ revokedAt: t })
+        .where(and(inArray(refreshTokens.sessionId, ids), isNull(refreshTokens.revokedAt)))
+    }
+    afterCommit(tx, () => forget(ids))
+    return ids
+  }
+
+  const liveSession = () => and(isNull(sessions.revokedAt), gt(sessions.expiresAt, now()))
+
+  return {
+    // ---- users ---------------------------------------------------------------------------
+
+    lockUser,
+
+    async userById (userId: string, q: Queryable = db): Promise<UserRow | undefined> {
+      const [user] = await q.select().from(users).where(eq(users.id, userId))
+      return user
+    },
+
+    async userByEmail (email: string, q: Queryable = db): Promise<UserRow | undefined> {
+      const [user] = await q.select().from(users).where(eq(users.email, email))
+      return user
+    },
+
+    /** The user of that email, locked (user first, as always); undefined when there is none. */
+    async lockUserByEmail (tx: Tx, email: string): Promise<UserRow | undefined> {
+      const [user] = await tx.select().from(users).where(eq(users.email, email)).for('no key update')
+      return user
+    },
+
+    /** A new user, or undefined when the email is taken (ON CONFLICT DO NOTHING: racing signups give one row). */
+    async insertUser (tx: Tx, values: { email: string, passwordHash: string, role?: Role, passwordMustChange?: boolean, lastLoginAt?: Date }): Promise<UserRow | undefined> {
+      const t = now()
+      const [user] = await tx.insert(users).values({ ...values, passwordChangedAt: t, createdAt: t, updatedAt: t })
+        .onConflictDoNothing({ target: users.email }).returning()
+      return user
+    },
+
+    /** Upgrades a password hash made with old parameters, only if it is still the one verified. */
+    async upgradePasswordHash (userId: string, verified: string, rehash: string): Promise<void> {
+      await db.update(users).set({ passwordHash: rehash }).where(and(eq(users.id, userId), eq(users.passwordHash, verified)))
+    },
+
+    /**
+     * A new password (under the caller's user lock): clears passwordMustChange and lifts the
+     * per-account MFA lock that whoever knew the old password may have been holding.
+     */
+    async setPassword (tx: Tx, userId: string, passwordHash: string, t: Date): Promise<void> {
+      await tx.update(users).set({
+        passwordHash, passwordChangedAt: t, passwordMustChange: false, updatedAt: t, mfaFailureCount: 0, mfaFailureWindowStart: null
+      }).where(eq(users.id, userId))
+      await forgetSessionsOf(tx, userId) // their cached passwordMustChange is stale now
+    },
+
+    /**
+     * An admin's change of `isActive` and/or `role`, under the user lock. Deactivation revokes
+     * every session; every cached state of the user's sessions is dropped on commit.
+     * Returns the updated row and how many sessions were revoked, or undefined for no such user.
+     */
+    async updateStatus (tx: Tx, userId: string, patch: { isActive?: boolean, role?: Role }, reason: string) {
+      const before = await lockUser(tx, userId)
+      if (before === undefined) return undefined
+      const [after] = await tx.update(users).set({ ...patch, updatedAt: now() }).where(eq(users.id, userId)).returning()
+      if (after === undefined) return undefined
+      const revoked = patch.isActive === false ? await revoke(tx, userId, reason, 'all') : []
+      await forgetSessionsOf(tx, userId)
+      return { before, after, revoked: revoked.length }
+    },
+
+    /** Users whose email contains `q` (case-insensitive), oldest first, and how many match. */
+    async searchUsers (query: { q?: string, limit: number, offset: number }): Promise<{ items: UserRow[], total: number }> {
+      const where = query.q === undefined || query.q === ''
+        ? undefined
+        : ilike(users.email, `%${query.q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`)
+      const [items, [total]] = await Promise.all([
+        db.select().from(users).where(where).orderBy(users.createdAt, users.id).limit(query.limit).offset(query.offset),
+        db.select({ n: count() }).from(users).where(where)
+      ])
+      return { items, total: total?.n ?? 0 }
+    },
+
+    // ---- TOTP and the per-account MFA counters (columns of users) -------------------------
+
+    /** Compare-and-set: the time step is accepted only if it is later than the last one accepted. */
+    async claimTotpStep (q: Queryable, userId: string, step: number): Promise<boolean> {
+      const rows = await q.update(users).set({ totpLastStep: step })
+        .where(and(eq(users.id, userId), or(isNull(users.totpLastStep), lt(users.totpLastStep, step))))
+        .returning({ id: users.id })
+      return rows.length === 1
+    },
+
+    async setPendingTotp (userId: string, secretEnc: string): Promise<void> {
+      await db.update(users).set({ totpPendingSecretEnc: secretEnc, updatedAt: now() }).where(eq(users.id, userId))
+    },
+
+    /** Turns MFA on with the pending secret; false when it was already on (a racing confirm). */
+    async enableTotp (tx: Tx, userId: string, secretEnc: string): Promise<boolean> {
+      const [enabled] = await tx.update(users)
+        .set({ mfaEnabled: true, totpSecretEnc: secretEnc, totpPendingSecretEnc: null, updatedAt: now() })
+        .where(and(eq(users.id, userId), eq(users.mfaEnabled, false)))
+        .returning({ id: users.id })
+      return enabled !== undefined
+    },
+
+    async disableTotp (tx: Tx, userId: string, t: Date): Promise<void> {
+      await tx.update(users).set({ mfaEnabled: false, totpSecretEnc: null, totpPendingSecretEnc: null, updatedAt: t }).where(eq(users.id, userId))
+    },
+
+    /**
+     * Claims one second-factor attempt of the account, atomically: the counter restarts when its
+     * window has passed, and no row is updated once it is full. Returns the count, or the start
+     * of the full window.
+     */
+    async claimMfaAttempt (userId: string, limit: { maxFailures: number, windowMs: number }): Promise<{ count: number } | { fullSince: Date | null }> {
+      const t = now()
+      const fresh = or(isNull(users.mfaFailureWindowStart), lte(users.mfaFailureWindowStart, new Date(t.getTime() - limit.windowMs)))
+      const [claimed] = await db.update(users).set({
+        mfaFailureWindowStart: sql`case when ${fresh} then ${t.toISOString()}::timestamptz else ${users.mfaFailureWindowStart} end`,
+        mfaFailureCount: sql`case when ${fresh} then 1 else ${users.mfaFailureCount} + 1 end`
+      }).where(and(eq(users.id, userId), or(fresh, lt(users.mfaFailureCount, limit.maxFailures))))
+        .returning({ count: users.mfaFailureCount })
+      if (claimed !== undefined) return claimed
+      const [row] = await db.select({ start: users.mfaFailureWindowStart }).from(users).where(eq(users.id, userId))
+      return { fullSince: row?.start ?? null }
+    },
+
+    /** A correct code gives its attempt back. */
+    async releaseMfaAttempt (q: Queryable, userId: string): Promise<void> {
+      await q.update(users).set({ mfaFailureCount: sql`greatest(${users.mfaFailureCount} - 1, 0)` }).where(eq(users.id, userId))
+    },
+
+    /** Compare-and-set on mfa_alerted_at: true for the first caller in a window. */
+    async claimMfaAlert (tx: Tx, userId: string, t: Date, windowMs: number): Promise<boolean> {
+      const [first] = await tx.update(users).set({ mfaAlertedAt: t })
+        .where(and(eq(users.id, userId), or(isNull(users.mfaAlertedAt), lte(users.mfaAlertedAt, new Date(t.getTime() - windowMs)))))
+        .returning({ id: users.id })
+      return first !== undefined
+    },
+
+    // ---- sessions ------------------------------------------------------------------------
+
+    /**
+     * Opens a session (a login) with its first refresh token (stored as a hash), under the user
+     * lock, which the update of lastLoginAt takes. Returns the updated user and the session.
+     */
+    async openSession (tx: Tx, userId: string, input: { ctx: RequestContext, amr: Amr[], tokenHash: string, expiresAt: Date }) {
+      const t = now()
+      const [user] = await tx.update(users).set({ lastLoginAt: t }).where(eq(users.id, userId)).returning()
+      if (user === undefined) throw new Error('openSession: no such user')
+      const [session] = await tx.insert(sessions).values({
+        userId,
+        amr: input.amr,
+        ipAddress: input.ctx.ip,
+        userAgent: input.ctx.userAgent?.slice(0, 512) ?? null,
+        createdAt: t,
+        lastUsedAt: t,
+        expiresAt: input.expiresAt
+      }).returning()
+      if (session === undefined) throw new Error('session insert returned no row')
+      await tx.insert(refreshTokens).values({
+        sessionId: session.id, userId, tokenHash: input.tokenHash, parentId: null, createdAt: t, expiresAt: input.expiresAt, ipAddress: input.ctx.ip
+      })
+      return { user, session }
+    },
+
+    /** Revokes every live session of the user; returns the revoked session ids. */
+    revokeAllSessions: (tx: Tx, userId: string, reason: string) => revoke(tx, userId, reason, 'all'),
+
+    /** Revokes one live session of the user; returns whether it was live. */
+    async revokeSession (tx: Tx, userId: string, sessionId: string, reason: string): Promise<boolean> {
+      return (await revoke(tx, userId, reason, { only: sessionId })).length > 0
+    },
+
+    /** Revokes every live session of the user but `keepSessionId`; returns the revoked ids. */
+    revokeOtherSessions: (tx: Tx, userId: string, keepSessionId: string, reason: string) => revoke(tx, userId, reason, { except: keepSessionId }),
+
+    /** Whether the session is live now (for a check under the caller's user lock). */
+    async isSessionLive (tx: Tx, sessionId: string): Promise<boolean> {
+      const [live] = await tx.select({ id: sessions.id }).from(sessions).where(and(eq(sessions.id, sessionId), liveSession()))
+      return live !== undefined
+    },
+
+    /** The user's live sessions, most recently used first. */
+    async liveSessions (userId: string): Promise<SessionRow[]> {
+      return db.select().from(sessions).where(and(eq(sessions.userId, userId), liveSession()))
+        .orderBy(desc(sessions.lastUsedAt), desc(sessions.createdAt))
+    },
+
+    /**
+     * What the guard needs of an access token's session, cached per instance for
+     * `checkTtlSeconds` (0: never cached).
+     */
+    async sessionState (sessionId: string): Promise<SessionState> {
+      const nowMs = now().getTime()
+      const hit = cache.get(sessionId)
+      if (hit !== undefined && hit.until > nowMs) return hit.state
+      const seen = invalidations
+      const [row] = await db
+        .select({
+          userId: sessions.userId,
+          revokedAt: sessions.revokedAt,
+          expiresAt: sessions.expiresAt,
+          isActive: users.isActive,
+          role: users.role,
+          passwordMustChange: users.passwordMustChange
+        })
+        .from(sessions)
+        .innerJoin(users, eq(users.id, sessions.userId))
+        .where(eq(sessions.id, sessionId))
+      const state: SessionState = row === undefined
+        ? { active: false, userId: null, role: 'user', passwordMustChange: false }
+        : {
+            active: row.revokedAt === null && row.expiresAt.getTime() > nowMs && row.isActive,
+            userId: row.userId,
+            role: row.role,
+            passwordMustChange: row.passwordMustChange
+          }
+      if (deps.checkTtlSeconds > 0 && seen === invalidations) {
+        if (cache.size >= MAX_CACHE) cache.clear()
+        cache.set(sessionId, { state, until: nowMs + deps.checkTtlSeconds * 1000 })
+      }
+      return state
+    },
+
+    // ---- refresh tokens ------------------------------------------------------------------
+
+    async findRefreshToken (hash: string): Promise<FoundRefreshToken | undefined> {
+      const [found] = await db.select({ userId: refreshTokens.userId, sessionId: refreshTokens.sessionId })
+        .from(refreshTokens).where(eq(refreshTokens.tokenHash, hash))
+      return found === undefined ? undefined : { hash, ...found }
+    },
+
+    /** Locks a presented token with its user and session, in the one order: user → session → token. */
+    async lockRefreshToken (tx: Tx, found: FoundRefreshToken) {
+      const user = await lockUser(tx, found.userId)
+      const [session] = await tx.select().from(sessions).where(eq(sessions.id, found.sessionId)).for('update')
+      const [row] = await tx.select().from(refreshTokens).where(eq(refreshTokens.tokenHash, found.hash)).for('update')
+      return user === undefined || session === undefined || row === undefined ? undefined : { user, session, row }
+    },
+
+    async childToken (tx: Tx, parentId: string): Promise<RefreshTokenRow | undefined> {
+      const [child] = await tx.select().from(refreshTokens).where(eq(refreshTokens.parentId, parentId))
+      return child
+    },
+
+    /**
+     * Rotates a locked live token: its successor (by hash) is inserted, the parent marked
+     * rotated, the session's last use and expiry moved on. Returns the updated session.
+     */
+    async rotateRefreshToken (tx: Tx, session: SessionRow, parent: RefreshTokenRow, successor: string, ctx: RequestContext, expiresAt: Date): Promise<SessionRow> {
+      const t = now()
+      await tx.insert(refreshTokens).values({
+        sessionId: session.id, userId: session.userId, tokenHash: hashOpaqueToken(successor), parentId: parent.id, createdAt: t, expiresAt, ipAddress: ctx.ip
+      })
+      await tx.update(refreshTokens).set({ rotatedAt: t }).where(eq(refreshTokens.id, parent.id))
+      const [updated] = await tx.update(sessions).set({ lastUsedAt: t, expiresAt }).where(eq(sessions.id, session.id)).returning()
+      return updated ?? session
+    },
+
+    /** A refresh within the grace window: only the session's last use moves. */
+    async touchSession (tx: Tx, sessionId: string): Promise<void> {
+      await tx.update(sessions).set({ lastUsedAt: now() }).where(eq(sessions.id, sessionId))
+    }
+  }
+}
+export type AccountStore = ReturnType<typeof createAccountStore>
