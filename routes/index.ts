@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify'
+import adminRoutes from './admin/index.ts'
 import authRoutes from './auth/index.ts'
 import healthRoutes from './health/index.ts'
 import metricsRoutes from './metrics/index.ts'
@@ -14,4 +15,5 @@ export default async function routes (fastify: FastifyInstance) {
   await fastify.register(passwordRoutes, { prefix: '/api/auth/password' })
   await fastify.register(mfaRoutes, { prefix: '/api/auth/mfa' })
   await fastify.register(taskRoutes, { prefix: '/api/:userId/tasks' })
+  await fastify.register(adminRoutes, { prefix: '/api/admin' })
 }

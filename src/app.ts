@@ -22,6 +22,7 @@ import { loggerOptions } from './logger.ts'
 import { ErrorSchema } from './schemas/common.ts'
 import { UserSchema } from './schemas/auth.ts'
 import { TaskSchema } from './schemas/tasks.ts'
+import { AuthEventSchema } from './schemas/admin.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -151,6 +152,7 @@ export async function buildApp (opts: BuildAppOptions) {
   app.addSchema(ErrorSchema)
   app.addSchema(UserSchema)
   app.addSchema(TaskSchema)
+  app.addSchema(AuthEventSchema)
 
   await app.register(errorsPlugin)
   await app.register(telemetryPlugin)

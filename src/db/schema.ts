@@ -152,7 +152,10 @@ export const authEvents = pgTable('auth_events', {
   index('auth_events_created_at_idx').on(t.createdAt),
   index('auth_events_ip_created_at_idx').on(t.ipAddress, t.createdAt),
   index('auth_events_email_created_at_idx').on(t.email, t.createdAt),
-  index('auth_events_user_id_created_at_idx').on(t.userId, t.createdAt)
+  index('auth_events_user_id_created_at_idx').on(t.userId, t.createdAt),
+  index('auth_events_event_type_created_at_idx').on(t.eventType, t.createdAt),
+  /** The suspicious-patterns report reads only recent failures. */
+  index('auth_events_failures_created_at_idx').on(t.createdAt).where(sql`${t.success} = false`)
 ])
 
 /**

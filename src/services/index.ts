@@ -12,6 +12,7 @@ import { createPasswordThrottle } from './password-throttle.ts'
 import { createRetention } from './retention.ts'
 import { createSealer, deriveKey } from './sealing.ts'
 import { createAccountStore } from './account-store.ts'
+import { createAdminService } from './admin.ts'
 import { createSessionService } from './sessions.ts'
 import { createTaskService } from './tasks.ts'
 import type { Telemetry } from './telemetry.ts'
@@ -142,6 +143,7 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     resetTokenMinutes: 30,
     resetEmailsPerHour: config.RATE_LIMIT_RESET_EMAILS_PER_HOUR
   })
+  const admin = createAdminService({ db, now, store, audit })
   const tasks = createTaskService({ db, now })
   const retention = createRetention({
     db,
@@ -149,6 +151,6 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     telemetry,
     settings: { authEventsDays: config.AUTH_EVENTS_RETENTION_DAYS, outboxDays: config.OUTBOX_RETENTION_DAYS }
   })
-  return { passwords, breaches, audit, outbox, store, sessions, mfa, accounts, credentials, tasks, retention }
+  return { passwords, breaches, audit, outbox, store, sessions, mfa, accounts, credentials, admin, tasks, retention }
 }
 export type Services = ReturnType<typeof createServices>

@@ -1,0 +1,2 @@
+CREATE INDEX "auth_events_event_type_created_at_idx" ON "auth_events" USING btree ("event_type","created_at");--> statement-breakpoint
+CREATE INDEX "auth_events_failures_created_at_idx" ON "auth_events" USING btree ("created_at") WHERE "auth_events"."success" = false;

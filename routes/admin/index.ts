@@ -1,0 +1,89 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import {
+  AdminUserListQuerySchema, AdminUserListSchema, AdminUserParamsSchema, AdminUserPatchSchema, AuthEventListSchema,
+  AuthEventQuerySchema, RevokedCountSchema, SuspiciousQuerySchema, SuspiciousReportSchema
+} from '../../src/schemas/admin.ts'
+import { SessionListSchema } from '../../src/schemas/auth.ts'
+import { errors } from '../../src/schemas/common.ts'
+import { normaliseEmail } from '../../src/services/accounts.ts'
+import { requestContext } from '../context.ts'
+import { Type } from '@fastify/type-provider-typebox'
+
+/**
+ * /api/admin: users, their sessions, the audit log and the suspicious-patterns report. Every
+ * route needs an access token of a live session whose user has role admin now (read from the
+ * database, not the token): 401 without one, 403 ADMIN_REQUIRED for other users, 403
+ * PASSWORD_CHANGE_REQUIRED for a bootstrapped admin that has not changed its password.
+ */
+const adminRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
+  const { admin } = fastify.services
+  // preParsing: after the per-IP rate limit (onRequest), before the body is parsed.
+  fastify.addHook('preParsing', fastify.requireAdmin)
+  const security = [{ bearerAuth: [] }]
+  const tags = ['admin']
+  const actor = (request: { user: { sub: string } } & Parameters<typeof requestContext>[0]) =>
+    ({ userId: request.user.sub, ctx: requestContext(request) })
+
+  fastify.get('/users', {
+    schema: {
+      tags, security, summary: 'List users, or find them by part of the email',
+      querystring: AdminUserListQuerySchema,
+      response: { 200: AdminUserListSchema, ...errors(400, 401, 403, 429) }
+    }
+  }, async (request) => admin.listUsers({ ...request.query, q: request.query.q?.trim().toLowerCase() }))
+
+  fastify.patch('/users/:id', {
+    schema: {
+      tags, security, summary: 'Activate or deactivate a user, or change its role',
+      params: AdminUserParamsSchema, body: AdminUserPatchSchema,
+      response: { 200: Type.Ref('User'), ...errors(400, 401, 403, 404, 413, 415, 429) }
+    }
+  }, async (request) => admin.updateUser(actor(request), request.params.id, request.body))
+
+  fastify.get('/users/:id/sessions', {
+    schema: {
+      tags, security, summary: "A user's active sessions",
+      params: AdminUserParamsSchema,
+      response: { 200: SessionListSchema, ...errors(400, 401, 403, 404, 429) }
+    }
+  }, async (request) => ({ items: await admin.userSessions(request.params.id) }))
+
+  fastify.delete('/users/:id/sessions', {
+    schema: {
+      tags, security, summary: 'Revoke every session of a user (incident response)',
+      params: AdminUserParamsSchema,
+      response: { 200: RevokedCountSchema, ...errors(400, 401, 403, 404, 429) }
+    }
+  }, async (request) => ({ revoked: await admin.revokeUserSessions(actor(request), request.params.id) }))
+
+  fastify.get('/auth-events', {
+    schema: {
+      tags, security, summary: 'The audit log, newest first, filtered',
+      querystring: AuthEventQuerySchema,
+      response: { 200: AuthEventListSchema, ...errors(400, 401, 403, 429) }
+    }
+  }, async (request) => {
+    const q = request.query
+    return {
+      items: await admin.events({
+        userId: q.userId?.toLowerCase(),
+        email: q.email === undefined ? undefined : normaliseEmail(q.email),
+        type: q.type,
+        ip: q.ip?.toLowerCase(),
+        since: q.since === undefined ? undefined : new Date(q.since),
+        before: q.before === undefined ? undefined : new Date(q.before),
+        limit: q.limit
+      })
+    }
+  })
+
+  fastify.get('/security/suspicious', {
+    schema: {
+      tags, security, summary: 'Authentication failures aggregated by IP and by account within a window',
+      querystring: SuspiciousQuerySchema,
+      response: { 200: SuspiciousReportSchema, ...errors(400, 401, 403, 429) }
+    }
+  }, async (request) => admin.suspicious(request.query))
+}
+
+export default adminRoutes

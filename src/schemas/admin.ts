@@ -1,0 +1,71 @@
+import { Type } from '@fastify/type-provider-typebox'
+import { EVENT_TYPES } from '../services/audit.ts'
+import { DateTimeSchema, UuidSchema } from './common.ts'
+
+export const AdminUserListQuerySchema = Type.Object({
+  limit: Type.Integer({ minimum: 1, maximum: 100, default: 50 }),
+  offset: Type.Integer({ minimum: 0, maximum: 1_000_000, default: 0 }),
+  q: Type.Optional(Type.String({ maxLength: 254, description: 'part of the email, case-insensitive' }))
+}, { additionalProperties: false })
+
+export const AdminUserListSchema = Type.Object({
+  items: Type.Array(Type.Ref('User')),
+  total: Type.Integer()
+})
+
+export const AdminUserParamsSchema = Type.Object({ id: UuidSchema })
+
+export const AdminUserPatchSchema = Type.Object({
+  isActive: Type.Optional(Type.Boolean({ description: 'false revokes every session of the user' })),
+  role: Type.Optional(Type.Union([Type.Literal('user'), Type.Literal('admin')]))
+}, { additionalProperties: false, minProperties: 1 })
+
+export const RevokedCountSchema = Type.Object({ revoked: Type.Integer() })
+
+/** IPv4 or IPv6 text as the service records it; anything else cannot match a row. */
+const IpSchema = Type.String({ minLength: 2, maxLength: 45, pattern: '^[0-9A-Fa-f:.]+$' })
+
+export const AuthEventQuerySchema = Type.Object({
+  userId: Type.Optional(UuidSchema),
+  email: Type.Optional(Type.String({ minLength: 1, maxLength: 254, description: 'exact, compared trimmed and lower-cased' })),
+  type: Type.Optional(Type.Union(EVENT_TYPES.map((t) => Type.Literal(t)))),
+  ip: Type.Optional(IpSchema),
+  since: Type.Optional(Type.String({ format: 'date-time', description: 'events at or after this time' })),
+  before: Type.Optional(Type.String({ format: 'date-time', description: 'events strictly older than this time (paging)' })),
+  limit: Type.Integer({ minimum: 1, maximum: 500, default: 100 })
+}, { additionalProperties: false })
+
+export const AuthEventSchema = Type.Object({
+  id: UuidSchema,
+  userId: Type.Union([UuidSchema, Type.Null()]),
+  email: Type.Union([Type.String(), Type.Null()]),
+  eventType: Type.String(),
+  ipAddress: Type.Union([Type.String(), Type.Null()]),
+  userAgent: Type.Union([Type.String(), Type.Null()]),
+  success: Type.Boolean(),
+  failureReason: Type.Union([Type.String(), Type.Null()]),
+  createdAt: DateTimeSchema,
+  metadata: Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Null()], {
+    description: 'what the event concerns (session ids, changes, the target of an admin action); never a secret'
+  })
+}, { $id: 'Event' })
+
+export const AuthEventListSchema = Type.Object({ items: Type.Array(Type.Ref('Event')) })
+
+export const SuspiciousQuerySchema = Type.Object({
+  windowMinutes: Type.Integer({ minimum: 1, maximum: 10_080, default: 15 }),
+  threshold: Type.Integer({ minimum: 1, maximum: 100_000, default: 5 })
+}, { additionalProperties: false })
+
+export const SuspiciousReportSchema = Type.Object({
+  windowMinutes: Type.Integer(),
+  threshold: Type.Integer(),
+  byIp: Type.Array(Type.Object({ ip: Type.String(), failures: Type.Integer(), lastAt: DateTimeSchema })),
+  byEmail: Type.Array(Type.Object({ email: Type.String(), failures: Type.Integer(), lastAt: DateTimeSchema })),
+  stuffing: Type.Array(Type.Object({ ip: Type.String(), distinctEmails: Type.Integer(), failures: Type.Integer() }), {
+    description: 'one IP failing against many accounts (credential stuffing)'
+  }),
+  spraying: Type.Array(Type.Object({ email: Type.String(), distinctIps: Type.Integer(), failures: Type.Integer() }), {
+    description: 'one account failing from many IPs'
+  })
+})
