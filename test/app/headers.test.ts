@@ -1,7 +1,7 @@
 import { type AddressInfo, connect } from 'node:net'
 import t from 'tap'
 import { SECURITY_HEADERS } from '../../plugins/security.ts'
-import { assertError, bearer, buildTestApp, login, PASSWORD, signup, type Test, uniqueEmail } from '../helper.ts'
+import { assertError, bearer, buildTestApp, decodeJwt, login, PASSWORD, signup, type Test, uniqueEmail } from '../helper.ts'
 
 /**
  * What helmet sends with this app's options. Pinned here, not read from the app, so that a change
@@ -30,8 +30,6 @@ function assertSecurityHeaders (t: Test, headers: Headers, what: string) {
   t.notOk('x-powered-by' in headers, `${what}: no x-powered-by`)
 }
 
-const decode = (jwt: string) => JSON.parse(Buffer.from(jwt.split('.')[1] ?? '', 'base64url').toString()) as { sid: string }
-
 t.test('the exported header set is exactly what helmet sends on a normal response', async (t) => {
   t.same(SECURITY_HEADERS, EXPECTED)
   const app = await buildTestApp(t)
@@ -55,7 +53,7 @@ t.test('successful responses carry the security headers: 200, 201 and 204', asyn
   t.equal(other.statusCode, 200)
   assertSecurityHeaders(t, other.headers, '200 login')
   const deleted = await app.inject({
-    method: 'DELETE', url: `/api/auth/sessions/${decode(other.json().accessToken).sid}`, headers: bearer(created.accessToken)
+    method: 'DELETE', url: `/api/auth/sessions/${decodeJwt(other.json().accessToken).sid}`, headers: bearer(created.accessToken)
   })
   t.equal(deleted.statusCode, 204)
   t.equal(deleted.body, '')

@@ -9,9 +9,9 @@ import { eq } from 'drizzle-orm'
 import { TOTP } from 'otpauth'
 import t from 'tap'
 import type { App } from '../../src/app.ts'
-import { passwordResetTokens, sessions, users } from '../../src/db/schema.ts'
+import { passwordResetTokens, sessions } from '../../src/db/schema.ts'
 import { hashOpaqueToken, newOpaqueToken } from '../../src/services/opaque-tokens.ts'
-import { assertError, bearer, buildTestApp, JWT_SECRET, login, PASSWORD, signup, type Test } from '../helper.ts'
+import { assertError, bearer, buildTestApp, deleteUser, JWT_SECRET, login, PASSWORD, setUser, signup, type Test } from '../helper.ts'
 
 /** The claims of an access token, as the app issues them. */
 interface Claims {
@@ -281,7 +281,7 @@ t.test('a deactivated user\'s tokens, real or forged with the secret, are SESSIO
   const v = await victim(app)
   const forged = forge({ payload: { ...v.valid() } })
   t.equal((await app.inject({ url: '/api/auth/me', headers: bearer(forged) })).statusCode, 200, 'valid before')
-  await app.db.update(users).set({ isActive: false }).where(eq(users.id, v.user.id))
+  await setUser(app, v.user.id, { isActive: false })
   await t.test('the token the app issued', (t) => refused(t, app, v.user.id, `Bearer ${v.accessToken}`, 'SESSION_REVOKED'))
   await t.test('a fresh forgery with valid claims', (t) => refused(t, app, v.user.id, `Bearer ${forged}`, 'SESSION_REVOKED'))
 })
@@ -291,7 +291,7 @@ t.test('a deleted user\'s tokens, real or forged with the secret, are SESSION_RE
   const v = await victim(app)
   const forged = forge({ payload: { ...v.valid() } })
   t.equal((await app.inject({ url: '/api/auth/me', headers: bearer(forged) })).statusCode, 200, 'valid before')
-  await app.db.delete(users).where(eq(users.id, v.user.id))
+  await deleteUser(app, v.user.id)
   await t.test('the token the app issued', (t) => refused(t, app, v.user.id, `Bearer ${v.accessToken}`, 'SESSION_REVOKED'))
   await t.test('a fresh forgery with valid claims', (t) => refused(t, app, v.user.id, `Bearer ${forged}`, 'SESSION_REVOKED'))
 })

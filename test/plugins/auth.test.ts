@@ -1,7 +1,5 @@
-import { eq } from 'drizzle-orm'
 import t from 'tap'
-import { users } from '../../src/db/schema.ts'
-import { assertError, bearer, buildTestApp, signup } from '../helper.ts'
+import { assertError, bearer, buildTestApp, makeAdmin, setUser, signup } from '../helper.ts'
 
 t.test('requireAdmin: role admin from the database, not from the token', async (t) => {
   const app = await buildTestApp(t, {
@@ -14,13 +12,13 @@ t.test('requireAdmin: role admin from the database, not from the token', async (
   assertError(t, await app.inject({ url: '/api/admin/ping' }), 401, 'AUTH_REQUIRED')
   assertError(t, await app.inject({ url: '/api/admin/ping', headers: bearer(s.accessToken) }), 403, 'ADMIN_REQUIRED')
 
-  await app.db.update(users).set({ role: 'admin' }).where(eq(users.id, s.user.id))
+  await makeAdmin(app, s.user.id)
   const promoted = await app.inject({ url: '/api/admin/ping', headers: bearer(s.accessToken) })
   t.equal(promoted.statusCode, 200, 'promotion counts at once, though the token still says role user')
   t.same(promoted.json(), { ok: true })
 
-  await app.db.update(users).set({ role: 'user' }).where(eq(users.id, s.user.id))
+  await setUser(app, s.user.id, { role: 'user' })
   assertError(t, await app.inject({ url: '/api/admin/ping', headers: bearer(s.accessToken) }), 403, 'ADMIN_REQUIRED')
-  await app.db.update(users).set({ role: 'admin', isActive: false }).where(eq(users.id, s.user.id))
+  await setUser(app, s.user.id, { role: 'admin', isActive: false })
   assertError(t, await app.inject({ url: '/api/admin/ping', headers: bearer(s.accessToken) }), 401, 'SESSION_REVOKED')
 })

@@ -1,9 +1,7 @@
 import { and, eq } from 'drizzle-orm'
 import t from 'tap'
 import { authEvents, sessions, users } from '../../src/db/schema.ts'
-import { assertError, buildTestApp, login, PASSWORD, signup, testClock, uniqueEmail } from '../helper.ts'
-
-const decode = (jwt: string) => JSON.parse(Buffer.from(jwt.split('.')[1] ?? '', 'base64url').toString())
+import { assertError, buildTestApp, decodeJwt, login, PASSWORD, setUser, signup, testClock, uniqueEmail } from '../helper.ts'
 
 t.test('login returns the token response with the contract claims and records the event', async (t) => {
   const clock = testClock()
@@ -23,7 +21,7 @@ t.test('login returns the token response with the contract claims and records th
 
   const header = JSON.parse(Buffer.from(body.accessToken.split('.')[0], 'base64url').toString())
   t.same(header, { alg: 'HS256', typ: 'at+jwt' })
-  const claims = decode(body.accessToken)
+  const claims = decodeJwt(body.accessToken)
   t.same(Object.keys(claims).sort(), ['amr', 'aud', 'exp', 'iat', 'iss', 'jti', 'role', 'sid', 'sub'])
   t.equal(claims.sub, user.id)
   t.equal(claims.role, 'user')
@@ -82,7 +80,7 @@ t.test('unknown emails cost an argon2 verification like real ones', async (t) =>
 t.test('a deactivated account with the right password gets 403 ACCOUNT_DISABLED', async (t) => {
   const app = await buildTestApp(t)
   const { email, user } = await signup(app)
-  await app.db.update(users).set({ isActive: false }).where(eq(users.id, user.id))
+  await setUser(app, user.id, { isActive: false })
   assertError(t, await login(app, email), 403, 'ACCOUNT_DISABLED')
   assertError(t, await login(app, email, 'Wrong-Password-1'), 401, 'AUTH_INVALID_CREDENTIALS')
   const [event] = await app.db.select().from(authEvents).where(eq(authEvents.failureReason, 'account_disabled'))
@@ -165,7 +163,7 @@ t.test('login rehashes a password made with other argon2 parameters', async (t) 
   const { email, user } = await signup(app)
   const { hash } = await import('@node-rs/argon2')
   const old = await hash(PASSWORD, { algorithm: 2, memoryCost: 9216, timeCost: 1, parallelism: 1 })
-  await app.db.update(users).set({ passwordHash: old }).where(eq(users.id, user.id))
+  await setUser(app, user.id, { passwordHash: old })
   t.equal((await login(app, email)).statusCode, 200)
   const [row] = await app.db.select().from(users).where(eq(users.id, user.id))
   t.match(row?.passwordHash, /^\$argon2id\$v=19\$m=8192,t=1,p=1\$/, 'upgraded to the current parameters')

@@ -1,8 +1,6 @@
 import { createHmac, generateKeyPairSync, sign as cryptoSign } from 'node:crypto'
-import { eq } from 'drizzle-orm'
 import t from 'tap'
-import { sessions, users } from '../../src/db/schema.ts'
-import { assertError, bearer, buildTestApp, JWT_SECRET, signup, testClock } from '../helper.ts'
+import { assertError, bearer, buildTestApp, decodeJwt, deleteUser, JWT_SECRET, revokeSession, setUser, signup, testClock } from '../helper.ts'
 
 /** An independent HS256 signer (node:crypto), to forge tokens the service must reject. */
 const b64 = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url')
@@ -10,7 +8,6 @@ function hs256 (header: object, payload: object, secret = JWT_SECRET) {
   const input = `${b64(header)}.${b64(payload)}`
   return `${input}.${createHmac('sha256', secret).update(input).digest('base64url')}`
 }
-const decode = (jwt: string) => JSON.parse(Buffer.from(jwt.split('.')[1] ?? '', 'base64url').toString())
 
 t.test('GET /api/auth/me returns the user for a valid token', async (t) => {
   const app = await buildTestApp(t)
@@ -24,7 +21,7 @@ t.test('GET /api/auth/me returns the user for a valid token', async (t) => {
 t.test('missing, malformed and forged tokens', async (t) => {
   const app = await buildTestApp(t)
   const s = await signup(app)
-  const good = decode(s.accessToken)
+  const good = decodeJwt(s.accessToken)
   const now = Math.floor(Date.now() / 1000)
   const header = { alg: 'HS256', typ: 'at+jwt' }
 
@@ -67,13 +64,13 @@ t.test('a revoked session or a deactivated user answers SESSION_REVOKED', async 
   const app = await buildTestApp(t)
   const a = await signup(app)
   const b = await signup(app)
-  await app.db.update(sessions).set({ revokedAt: new Date() }).where(eq(sessions.id, decode(a.accessToken).sid))
+  await revokeSession(app, decodeJwt(a.accessToken).sid, new Date())
   assertError(t, await app.inject({ url: '/api/auth/me', headers: bearer(a.accessToken) }), 401, 'SESSION_REVOKED')
 
-  await app.db.update(users).set({ isActive: false }).where(eq(users.id, b.user.id))
+  await setUser(app, b.user.id, { isActive: false })
   assertError(t, await app.inject({ url: '/api/auth/me', headers: bearer(b.accessToken) }), 401, 'SESSION_REVOKED')
 
-  await app.db.delete(users).where(eq(users.id, b.user.id))
+  await deleteUser(app, b.user.id)
   assertError(t, await app.inject({ url: '/api/auth/me', headers: bearer(b.accessToken) }), 401, 'SESSION_REVOKED')
 })
 
@@ -82,7 +79,7 @@ t.test('the session check is cached for SESSION_CHECK_TTL_SECONDS, then sees the
   const app = await buildTestApp(t, { now: clock.now, env: { SESSION_CHECK_TTL_SECONDS: '5' } })
   const s = await signup(app)
   t.equal((await app.inject({ url: '/api/auth/me', headers: bearer(s.accessToken) })).statusCode, 200)
-  await app.db.update(sessions).set({ revokedAt: clock.now() }).where(eq(sessions.id, decode(s.accessToken).sid))
+  await revokeSession(app, decodeJwt(s.accessToken).sid, clock.now())
   clock.advance(4_000)
   t.equal((await app.inject({ url: '/api/auth/me', headers: bearer(s.accessToken) })).statusCode, 200, 'within the TTL: cached')
   clock.advance(1_001)
@@ -92,7 +89,7 @@ t.test('the session check is cached for SESSION_CHECK_TTL_SECONDS, then sees the
 t.test('me stays open while the account must change its password', async (t) => {
   const app = await buildTestApp(t)
   const s = await signup(app)
-  await app.db.update(users).set({ passwordMustChange: true }).where(eq(users.id, s.user.id))
+  await setUser(app, s.user.id, { passwordMustChange: true })
   const res = await app.inject({ url: '/api/auth/me', headers: bearer(s.accessToken) })
   t.equal(res.statusCode, 200)
   t.equal(res.json().passwordMustChange, true)

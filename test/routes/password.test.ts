@@ -3,7 +3,7 @@ import t from 'tap'
 import type { App } from '../../src/app.ts'
 import { authEvents, emailOutbox, passwordResetTokens, sessions, users } from '../../src/db/schema.ts'
 import { loggerOptions } from '../../src/logger.ts'
-import { assertError, bearer, buildTestApp, latestResetToken, login, logCapture, PASSWORD, round, signup, testClock, uniqueEmail, type Test } from '../helper.ts'
+import { assertError, bearer, buildTestApp, latestResetToken, login, logCapture, PASSWORD, round, setUser, signup, testClock, uniqueEmail, type Test } from '../helper.ts'
 import { startHibp } from '../hibp-server.ts'
 import { startSmtp } from '../smtp.ts'
 
@@ -68,7 +68,7 @@ t.test('unknown, disabled and known emails get the same answer; only the known o
   const { app, deliver } = await mailingApp(t)
   const known = await signup(app)
   const disabled = await signup(app)
-  await app.db.update(users).set({ isActive: false }).where(eq(users.id, disabled.user.id))
+  await setUser(app, disabled.user.id, { isActive: false })
   const answers = [await forgot(app, known.email), await forgot(app, uniqueEmail('ghost')), await forgot(app, disabled.email)]
   for (const r of answers) {
     t.equal(r.statusCode, 202)
@@ -138,7 +138,7 @@ t.test('a reset ends every session and clears passwordMustChange', async (t) => 
   const app = await buildTestApp(t)
   const s = await signup(app)
   const other = await login(app, s.email)
-  await app.db.update(users).set({ passwordMustChange: true }).where(eq(users.id, s.user.id))
+  await setUser(app, s.user.id, { passwordMustChange: true })
   await forgot(app, s.email)
   t.equal((await reset(app, await latestResetToken(app))).statusCode, 200)
   assertError(t, await app.inject({ url: '/api/auth/me', headers: bearer(s.accessToken) }), 401, 'SESSION_REVOKED')

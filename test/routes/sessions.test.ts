@@ -2,7 +2,7 @@ import { and, eq, isNull } from 'drizzle-orm'
 import t from 'tap'
 import { authEvents, emailOutbox, refreshTokens, sessions } from '../../src/db/schema.ts'
 import type { App } from '../../src/app.ts'
-import { assertError, bearer, buildTestApp, PASSWORD, readMail, testClock, uniqueEmail } from '../helper.ts'
+import { assertError, bearer, buildTestApp, PASSWORD, readMail, revokeSessionsOf, testClock, uniqueEmail } from '../helper.ts'
 
 interface Cookie { name: string, value: string, path?: string, maxAge?: number, httpOnly?: boolean, sameSite?: string, secure?: boolean, domain?: string, expires?: Date }
 const refreshCookieOf = (res: { cookies: unknown[] }) => (res.cookies as Cookie[]).find((c) => c.name === 'refresh_token')
@@ -187,7 +187,7 @@ t.test('invalid refresh cookies', async (t) => {
   assertError(t, await refresh(app, s.cookie), 401, 'REFRESH_TOKEN_INVALID')
 
   const s2 = await session(app)
-  await app.db.update(sessions).set({ revokedAt: clock.now() }).where(eq(sessions.userId, s2.userId))
+  await revokeSessionsOf(app, s2.userId, clock.now())
   assertError(t, await refresh(app, s2.cookie), 401, 'REFRESH_TOKEN_INVALID')
   t.equal((await app.db.select().from(emailOutbox)).length, 0, 'no alerts for merely invalid tokens')
 })

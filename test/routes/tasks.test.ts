@@ -3,11 +3,10 @@
  * exercised only through app.inject, with the database checked after each write (or refused write).
  */
 import { randomUUID } from 'node:crypto'
-import { eq } from 'drizzle-orm'
 import t from 'tap'
 import type { App } from '../../src/app.ts'
-import { sessions, tasks, users } from '../../src/db/schema.ts'
-import { assertError, bearer, buildTestApp, signup, testClock, type Test } from '../helper.ts'
+import { tasks } from '../../src/db/schema.ts'
+import { assertError, bearer, buildTestApp, revokeSessionsOf, setUser, signup, testClock, type Test } from '../helper.ts'
 import type { PublicTask } from '../../src/services/tasks.ts'
 
 // ---------------------------------------------------------------------------------------------
@@ -439,10 +438,10 @@ t.test('authentication', async (t) => {
   t.test('401 SESSION_REVOKED once the session is revoked or the user deactivated', async (t) => {
     const { app, user } = await setup(t)
     const other = await signup(app)
-    await app.db.update(sessions).set({ revokedAt: new Date() }).where(eq(sessions.userId, user.user.id))
+    await revokeSessionsOf(app, user.user.id, new Date())
     assertError(t, await call(app, user, 'GET', listUrl(user.user.id)), 401, 'SESSION_REVOKED')
 
-    await app.db.update(users).set({ isActive: false }).where(eq(users.id, other.user.id))
+    await setUser(app, other.user.id, { isActive: false })
     assertError(t, await call(app, other, 'POST', listUrl(other.user.id), { title: 'x' }), 401, 'SESSION_REVOKED')
     t.same(await dbTasks(app), [], 'nothing written')
   })
@@ -450,7 +449,7 @@ t.test('authentication', async (t) => {
   t.test('403 PASSWORD_CHANGE_REQUIRED while the user must change their password', async (t) => {
     const { app, user } = await setup(t)
     const task = await createTask(t, app, user, { title: 'mine' })
-    await app.db.update(users).set({ passwordMustChange: true }).where(eq(users.id, user.user.id))
+    await setUser(app, user.user.id, { passwordMustChange: true })
     const before = await dbTasks(app)
     // API.md, under the "Authenticated" table: only me, logout, logout-all and password/change stay open.
     for (const [method, url, payload] of routes(user.user.id, task.id)) {
