@@ -57,7 +57,11 @@ export function createAdminService (deps: { db: Db, now: () => Date, store: Acco
     return (await store.userById(actor.userId))?.email ?? null
   }
 
-  /** The audit-log query for `filters`, newest first; each filter is served by an index (see README). */
+  /**
+   * The audit-log query for `filters`, newest first. Each filter has an index on (column,
+   * created_at), which serves both the filter and the order: a backward index scan that stops
+   * after `limit` rows, with no sort, however large the log (plans in the README).
+   */
   function eventsQuery (f: EventFilters) {
     const where: Array<SQL | undefined> = [
       f.userId === undefined ? undefined : eq(authEvents.userId, f.userId),
@@ -67,7 +71,35 @@ export function createAdminService (deps: { db: Db, now: () => Date, store: Acco
       f.since === undefined ? undefined : gte(authEvents.createdAt, f.since),
       f.before === undefined ? undefined : lt(authEvents.createdAt, f.before)
     ]
-    return db.select().from(authEvents).where(and(...where)).orderBy(desc(authEvents.createdAt), desc(authEvents.id)).limit(f.limit)
+    return db.select().from(authEvents).where(and(...where)).orderBy(desc(authEvents.createdAt)).limit(f.limit)
+  }
+
+  /**
+   * Authentication failures in the last `windowMinutes`, aggregated in SQL: by IP and by email
+   * (at least `threshold` failures), IPs failing against at least `threshold` distinct
+   * accounts (credential stuffing) and accounts failing from at least `threshold` distinct IPs
+   * (password spraying against one account, or a botnet). Worst first, at most 100 rows each.
+   * Each reads the partial index of failures by time, so only the window is scanned.
+   */
+  function suspiciousQueries (query: { windowMinutes: number, threshold: number }) {
+    const since = new Date(now().getTime() - query.windowMinutes * 60_000)
+    const failures = and(eq(authEvents.success, false), inArray(authEvents.eventType, [...AUTH_FAILURE_TYPES]), gte(authEvents.createdAt, since))
+    const n = count()
+    const lastAt = max(authEvents.createdAt)
+    const distinctEmails = countDistinct(authEvents.email)
+    const distinctIps = countDistinct(authEvents.ipAddress)
+    const ip = sql<string>`${authEvents.ipAddress}`
+    const email = sql<string>`${authEvents.email}`
+    return {
+      byIp: db.select({ ip, failures: n, lastAt }).from(authEvents).where(and(failures, isNotNull(authEvents.ipAddress)))
+        .groupBy(authEvents.ipAddress).having(gte(n, query.threshold)).orderBy(desc(n), desc(lastAt)).limit(REPORT_ROWS),
+      byEmail: db.select({ email, failures: n, lastAt }).from(authEvents).where(and(failures, isNotNull(authEvents.email)))
+        .groupBy(authEvents.email).having(gte(n, query.threshold)).orderBy(desc(n), desc(lastAt)).limit(REPORT_ROWS),
+      stuffing: db.select({ ip, distinctEmails, failures: n }).from(authEvents).where(and(failures, isNotNull(authEvents.ipAddress)))
+        .groupBy(authEvents.ipAddress).having(gte(distinctEmails, query.threshold)).orderBy(desc(distinctEmails), desc(n)).limit(REPORT_ROWS),
+      spraying: db.select({ email, distinctIps, failures: n }).from(authEvents).where(and(failures, isNotNull(authEvents.email)))
+        .groupBy(authEvents.email).having(gte(distinctIps, query.threshold)).orderBy(desc(distinctIps), desc(n)).limit(REPORT_ROWS)
+    }
   }
 
   return {
@@ -144,31 +176,12 @@ export function createAdminService (deps: { db: Db, now: () => Date, store: Acco
       }))
     },
 
-    /**
-     * Authentication failures in the last `windowMinutes`, aggregated in SQL: by IP and by email
-     * (at least `threshold` failures), IPs failing against at least `threshold` distinct
-     * accounts (credential stuffing) and accounts failing from at least `threshold` distinct IPs
-     * (password spraying against one account, or a botnet). Worst first, at most 100 rows each.
-     */
+    suspiciousQueries,
+
+    /** The suspicious-patterns report (see suspiciousQueries). */
     async suspicious (query: { windowMinutes: number, threshold: number }) {
-      const since = new Date(now().getTime() - query.windowMinutes * 60_000)
-      const failures = and(eq(authEvents.success, false), inArray(authEvents.eventType, [...AUTH_FAILURE_TYPES]), gte(authEvents.createdAt, since))
-      const n = count()
-      const lastAt = max(authEvents.createdAt)
-      const distinctEmails = countDistinct(authEvents.email)
-      const distinctIps = countDistinct(authEvents.ipAddress)
-      const ip = sql<string>`${authEvents.ipAddress}`
-      const email = sql<string>`${authEvents.email}`
-      const [byIp, byEmail, stuffing, spraying] = await Promise.all([
-        db.select({ ip, failures: n, lastAt }).from(authEvents).where(and(failures, isNotNull(authEvents.ipAddress)))
-          .groupBy(authEvents.ipAddress).having(gte(n, query.threshold)).orderBy(desc(n), desc(lastAt)).limit(REPORT_ROWS),
-        db.select({ email, failures: n, lastAt }).from(authEvents).where(and(failures, isNotNull(authEvents.email)))
-          .groupBy(authEvents.email).having(gte(n, query.threshold)).orderBy(desc(n), desc(lastAt)).limit(REPORT_ROWS),
-        db.select({ ip, distinctEmails, failures: n }).from(authEvents).where(and(failures, isNotNull(authEvents.ipAddress)))
-          .groupBy(authEvents.ipAddress).having(gte(distinctEmails, query.threshold)).orderBy(desc(distinctEmails), desc(n)).limit(REPORT_ROWS),
-        db.select({ email, distinctIps, failures: n }).from(authEvents).where(and(failures, isNotNull(authEvents.email)))
-          .groupBy(authEvents.email).having(gte(distinctIps, query.threshold)).orderBy(desc(distinctIps), desc(n)).limit(REPORT_ROWS)
-      ])
+      const q = suspiciousQueries(query)
+      const [byIp, byEmail, stuffing, spraying] = await Promise.all([q.byIp, q.byEmail, q.stuffing, q.spraying])
       // max() over a non-empty group is never null; the driver may hand it back as text.
       const iso = (d: Date | string | null) => new Date(d ?? 0).toISOString()
       return {
