@@ -60,6 +60,8 @@ const filters = {
   ip: { ip: '198.51.3.7' },
   since: { since },
   'before (next page)': { before: since },
+  'before + beforeId (cursor)': { before: since, beforeId: '80000000-0000-4000-8000-000000000000' },
+  'ip + cursor': { ip: '198.51.3.7', before: since, beforeId: '80000000-0000-4000-8000-000000000000' },
   'email + type + since': { email: 'user42@example.com', type: 'login_failure', since }
 }
 console.log(`auth_events: ${rows} rows`)

@@ -6,6 +6,7 @@ import {
 import { SessionListSchema } from '../../src/schemas/auth.ts'
 import { errors } from '../../src/schemas/common.ts'
 import { normaliseEmail } from '../../src/services/accounts.ts'
+import { AppError } from '../../src/errors.ts'
 import { requestContext } from '../context.ts'
 import { Type } from '@fastify/type-provider-typebox'
 
@@ -64,6 +65,7 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
   }, async (request) => {
     const q = request.query
+    if (q.beforeId !== undefined && q.before === undefined) throw new AppError('VALIDATION_ERROR', 'querystring/beforeId needs querystring/before')
     return {
       items: await admin.events({
         userId: q.userId?.toLowerCase(),
@@ -72,6 +74,7 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         ip: q.ip?.toLowerCase(),
         since: q.since === undefined ? undefined : new Date(q.since),
         before: q.before === undefined ? undefined : new Date(q.before),
+        beforeId: q.beforeId?.toLowerCase(),
         limit: q.limit
       })
     }

@@ -149,11 +149,13 @@ export const authEvents = pgTable('auth_events', {
   metadata: jsonb('metadata').$type<Record<string, unknown>>(),
   createdAt: ts('created_at').notNull()
 }, (t) => [
-  index('auth_events_created_at_idx').on(t.createdAt),
-  index('auth_events_ip_created_at_idx').on(t.ipAddress, t.createdAt),
-  index('auth_events_email_created_at_idx').on(t.email, t.createdAt),
-  index('auth_events_user_id_created_at_idx').on(t.userId, t.createdAt),
-  index('auth_events_event_type_created_at_idx').on(t.eventType, t.createdAt),
+  // The audit queries read newest first, ties broken by id (so paging with a (createdAt, id)
+  // cursor loses nothing): each filter's index ends in (created_at, id) and serves the order.
+  index('auth_events_created_at_idx').on(t.createdAt, t.id),
+  index('auth_events_ip_created_at_idx').on(t.ipAddress, t.createdAt, t.id),
+  index('auth_events_email_created_at_idx').on(t.email, t.createdAt, t.id),
+  index('auth_events_user_id_created_at_idx').on(t.userId, t.createdAt, t.id),
+  index('auth_events_event_type_created_at_idx').on(t.eventType, t.createdAt, t.id),
   /** The suspicious-patterns report reads only recent failures. */
   index('auth_events_failures_created_at_idx').on(t.createdAt).where(sql`${t.success} = false`)
 ])

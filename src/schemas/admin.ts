@@ -1,6 +1,6 @@
 import { Type } from '@fastify/type-provider-typebox'
 import { EVENT_TYPES } from '../services/audit.ts'
-import { DateTimeSchema, UuidSchema } from './common.ts'
+import { DateTimeSchema, UUID_PATTERN, UuidSchema } from './common.ts'
 
 export const AdminUserListQuerySchema = Type.Object({
   limit: Type.Integer({ minimum: 1, maximum: 100, default: 50 }),
@@ -32,6 +32,7 @@ export const AuthEventQuerySchema = Type.Object({
   ip: Type.Optional(IpSchema),
   since: Type.Optional(Type.String({ format: 'date-time', description: 'events at or after this time' })),
   before: Type.Optional(Type.String({ format: 'date-time', description: 'events strictly older than this time (paging)' })),
+  beforeId: Type.Optional(Type.String({ format: 'uuid', pattern: UUID_PATTERN, description: 'with before: the id of the last event of the previous page; events at that same time with a smaller id are included, so paging skips nothing' })),
   limit: Type.Integer({ minimum: 1, maximum: 500, default: 100 })
 }, { additionalProperties: false })
 

@@ -18,6 +18,8 @@ export interface EventFilters {
   ip?: string
   since?: Date
   before?: Date
+  /** With `before`: the id of the last event seen, so events sharing its time are not skipped. */
+  beforeId?: string
   limit: number
 }
 
@@ -58,9 +60,11 @@ export function createAdminService (deps: { db: Db, now: () => Date, store: Acco
   }
 
   /**
-   * The audit-log query for `filters`, newest first. Each filter has an index on (column,
-   * created_at), which serves both the filter and the order: a backward index scan that stops
-   * after `limit` rows, with no sort, however large the log (plans in the README).
+   * The audit-log query for `filters`, newest first, ties by id. Each filter has an index on
+   * (column, created_at, id), which serves both the filter and the order: a backward index scan
+   * that stops after `limit` rows, with no sort, however large the log (plans in the README).
+   * `before` alone is the contract's "strictly older"; with `beforeId` it is a (createdAt, id)
+   * cursor that skips nothing.
    */
   function eventsQuery (f: EventFilters) {
     const where: Array<SQL | undefined> = [
@@ -69,9 +73,13 @@ export function createAdminService (deps: { db: Db, now: () => Date, store: Acco
       f.type === undefined ? undefined : eq(authEvents.eventType, f.type),
       f.ip === undefined ? undefined : eq(authEvents.ipAddress, f.ip),
       f.since === undefined ? undefined : gte(authEvents.createdAt, f.since),
-      f.before === undefined ? undefined : lt(authEvents.createdAt, f.before)
+      f.before === undefined
+        ? undefined
+        : f.beforeId === undefined
+          ? lt(authEvents.createdAt, f.before)
+          : sql`(${authEvents.createdAt}, ${authEvents.id}) < (${f.before.toISOString()}::timestamptz, ${f.beforeId}::uuid)`
     ]
-    return db.select().from(authEvents).where(and(...where)).orderBy(desc(authEvents.createdAt)).limit(f.limit)
+    return db.select().from(authEvents).where(and(...where)).orderBy(desc(authEvents.createdAt), desc(authEvents.id)).limit(f.limit)
   }
 
   /**

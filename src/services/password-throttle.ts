@@ -30,15 +30,16 @@ export function createPasswordThrottle (deps: { db: Db, now: () => Date, audit: 
   )
 
   /** Seconds until the account opens again for this IP, or 0. */
-  async function lockedFor (email: string, ip: string): Promise<number> {
+  async function lockedFor (email: string, ip: string): Promise<{ retryAfter: number, userId: string | null }> {
     const t = now().getTime()
-    const recent = await db.select({ createdAt: authEvents.createdAt })
+    const recent = await db.select({ createdAt: authEvents.createdAt, userId: authEvents.userId })
       .from(authEvents)
       .where(and(eq(authEvents.email, email), wrongPassword, gt(authEvents.createdAt, new Date(t - windowMinutes * 60_000))))
       .orderBy(desc(authEvents.createdAt))
       .limit(maxFailures)
     const nth = recent[maxFailures - 1]
-    if (nth === undefined) return 0
+    const open = { retryAfter: 0, userId: null }
+    if (nth === undefined) return open
 
     if (knownIpDays > 0) {
       const [known] = await db.select({ id: authEvents.id })
@@ -51,9 +52,11 @@ export function createPasswordThrottle (deps: { db: Db, now: () => Date, audit: 
           gt(authEvents.createdAt, new Date(t - knownIpDays * 86_400_000))
         ))
         .limit(1)
-      if (known !== undefined) return 0
+      if (known !== undefined) return open
     }
-    return Math.max(1, Math.ceil((nth.createdAt.getTime() + windowMinutes * 60_000 - t) / 1000))
+    // The account the failures were against (login does not look the user up before this check).
+    const userId = recent.find((r) => r.userId !== null)?.userId ?? null
+    return { retryAfter: Math.max(1, Math.ceil((nth.createdAt.getTime() + windowMinutes * 60_000 - t) / 1000)), userId }
   }
 
   return {
@@ -61,10 +64,11 @@ export function createPasswordThrottle (deps: { db: Db, now: () => Date, audit: 
 
     /** Throws 429 (and records `rate_limited`) while the account is locked for this IP. */
     async assertOpen (email: string, ctx: RequestContext, userId: string | null = null): Promise<void> {
-      const retryAfter = await lockedFor(email, ctx.ip)
+      const locked = await lockedFor(email, ctx.ip)
+      const { retryAfter } = locked
       if (retryAfter === 0) return
       deps.telemetry.metrics.rateLimited.inc({ limit: 'account_password' })
-      await deps.audit.record({ type: 'rate_limited', ctx, userId, email, success: false, failureReason: 'account_login_failures' })
+      await deps.audit.record({ type: 'rate_limited', ctx, userId: userId ?? locked.userId, email, success: false, failureReason: 'account_login_failures' })
       throw new AppError('RATE_LIMITED', 'Too many wrong passwords for this account, please try again later', { retryAfter })
     }
   }

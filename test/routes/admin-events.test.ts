@@ -14,6 +14,8 @@ import {
 } from '../helper.ts'
 
 const WRONG = 'Wrong-Passw0rd-1'
+/** The User-Agent of app.inject when a request sets none. */
+const INJECT_UA = 'lightMyRequest'
 const EVENT_KEYS = ['createdAt', 'email', 'eventType', 'failureReason', 'id', 'ipAddress', 'metadata', 'success', 'userAgent', 'userId']
 
 interface Event {
@@ -88,7 +90,7 @@ t.test('each filter of the audit log, alone and combined, returns exactly the ma
   const clock = testClock()
   const app = await buildTestApp(t, { now: clock.now })
   const expected: Expected[] = []
-  const note = (e: Omit<Expected, 'createdAt' | 'userAgent'>) => expected.push({ ...e, userAgent: null, createdAt: clock.now().toISOString() })
+  const note = (e: Omit<Expected, 'createdAt' | 'userAgent'>) => expected.push({ ...e, userAgent: INJECT_UA, createdAt: clock.now().toISOString() })
 
   const admin = await signupAdmin(app, uniqueEmail('admin'), '10.0.0.1')
   note({ userId: admin.user.id, email: admin.email, eventType: 'signup', ipAddress: '10.0.0.1', success: true, failureReason: null })
@@ -199,6 +201,40 @@ t.test('limit defaults to 100 and goes up to 500; paging with before continues w
   t.same(one.map((e) => e.id), [everything[0]!.id], 'limit=1: the newest')
 })
 
+t.test('paging with before and beforeId skips none of the events that share a millisecond', async (t) => {
+  const clock = testClock()
+  const app = await buildTestApp(t, { now: clock.now, env: { RATE_LIMIT_LOGIN_EMAIL_FAILURES: '10000' } })
+  const admin = await signupAdmin(app)
+  clock.advance(1000)
+  // Nine failures in one instant (the clock does not move), then one a second later.
+  const ghost = uniqueEmail('ghost')
+  for (let i = 0; i < 9; i++) t.equal((await login(app, ghost, WRONG, `10.8.0.${i + 1}`)).statusCode, 401)
+  clock.advance(1000)
+  t.equal((await login(app, ghost, WRONG, '10.8.1.1')).statusCode, 401)
+
+  const everything = await events(t, app, admin.accessToken, { limit: 500 })
+  t.equal(everything.length, 11, 'ten failures and the signup')
+  const sameInstant = everything.slice(1, 10)
+  t.equal(new Set(sameInstant.map((e) => e.createdAt)).size, 1, 'nine events share one millisecond')
+  t.same(sameInstant.map((e) => e.id), sameInstant.map((e) => e.id).sort().reverse(), 'ties come by descending id')
+
+  const walked: string[] = []
+  let cursor: { before: string, beforeId: string } | undefined
+  for (;;) {
+    const page = await events(t, app, admin.accessToken, { limit: 4, ...cursor })
+    if (page.length === 0) break
+    walked.push(...page.map((e) => e.id))
+    const last = page.at(-1)!
+    cursor = { before: last.createdAt, beforeId: last.id }
+  }
+  t.same(walked, everything.map((e) => e.id), 'pages of 4 through the tie walk the whole log, in order, once')
+
+  // `before` alone is the contract's "strictly older": it moves past the whole millisecond.
+  const strict = await events(t, app, admin.accessToken, { before: everything[2]!.createdAt })
+  t.same(strict.map((e) => e.id), [everything[10]!.id], 'before alone: only what is strictly older')
+  assertError(t, await getEvents(app, admin.accessToken, { beforeId: everything[2]!.id }), 400, 'VALIDATION_ERROR')
+})
+
 t.test('bad query values get 400 VALIDATION_ERROR', async (t) => {
   const app = await buildTestApp(t)
   const admin = await signupAdmin(app)
@@ -246,7 +282,7 @@ t.test('every flow records its event, successes and failures, with the IP, the U
   const app = await buildTestApp(t, { now: clock.now, env: { RATE_LIMIT_LOGIN_EMAIL_FAILURES: '2' } })
   const admin = await signupAdmin(app, uniqueEmail('admin'), '10.0.0.1')
   const expected: Expected[] = [{
-    userId: admin.user.id, email: admin.email, eventType: 'signup', ipAddress: '10.0.0.1', userAgent: null, success: true, failureReason: null,
+    userId: admin.user.id, email: admin.email, eventType: 'signup', ipAddress: '10.0.0.1', userAgent: INJECT_UA, success: true, failureReason: null,
     createdAt: clock.now().toISOString()
   }]
   const step = () => clock.advance(1000)
@@ -351,7 +387,7 @@ t.test('every flow records its event, successes and failures, with the IP, the U
   // A second user, attacked from an address it never used: locked after two wrong passwords.
   step()
   const victim = await signup(app, uniqueEmail('victim'), PASSWORD, '10.6.0.1')
-  expected.push({ userId: victim.user.id, email: victim.email, eventType: 'signup', ipAddress: '10.6.0.1', userAgent: null, success: true, failureReason: null, createdAt: clock.now().toISOString() })
+  expected.push({ userId: victim.user.id, email: victim.email, eventType: 'signup', ipAddress: '10.6.0.1', userAgent: INJECT_UA, success: true, failureReason: null, createdAt: clock.now().toISOString() })
   const attacker = { ip: '203.0.113.50', ua: 'attack-bot/1' }
   for (let i = 0; i < 2; i++) {
     step()
@@ -360,8 +396,8 @@ t.test('every flow records its event, successes and failures, with the IP, the U
   }
   step()
   assertError(t, await call(app, 'POST', '/api/auth/login', { ...attacker, payload: { email: victim.email, password: PASSWORD } }), 429, 'RATE_LIMITED')
-  // The lockout is checked before the account is looked up: the event names the email only.
-  expect('rate_limited', false, 'account_login_failures', { id: null, email: victim.email }, attacker)
+  // The lockout names the account the failures were against, so a userId filter finds it.
+  expect('rate_limited', false, 'account_login_failures', { id: victim.user.id, email: victim.email }, attacker)
 
   // The admin acts on both users.
   const adminFrom = { ip: '10.0.0.2', ua: 'admin-console/2' }
