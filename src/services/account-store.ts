@@ -23,6 +23,19 @@ export type SessionScope = { only: string } | { except: string } | 'all'
 /** A refresh token found by its hash, before anything is locked. */
 export interface FoundRefreshToken { hash: string, userId: string, sessionId: string }
 
+declare const locked: unique symbol
+/**
+ * A refresh token with its session and user, as read under their row locks (user → session →
+ * token) by `lockRefreshToken`, the only place that makes one: the writes that rotate a token
+ * take it, so they cannot be called without the locks held.
+ */
+export interface LockedFamily {
+  user: UserRow
+  session: SessionRow
+  row: RefreshTokenRow
+  readonly [locked]: true
+}
+
 const MAX_CACHE = 100_000
 
 /**
@@ -309,11 +322,11 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
     },
 
     /** Locks a presented token with its user and session, in the one order: user → session → token. */
-    async lockRefreshToken (tx: Tx, found: FoundRefreshToken) {
+    async lockRefreshToken (tx: Tx, found: FoundRefreshToken): Promise<LockedFamily | undefined> {
       const user = await lockUser(tx, found.userId)
       const [session] = await tx.select().from(sessions).where(eq(sessions.id, found.sessionId)).for('update')
       const [row] = await tx.select().from(refreshTokens).where(eq(refreshTokens.tokenHash, found.hash)).for('update')
-      return user === undefined || session === undefined || row === undefined ? undefined : { user, session, row }
+      return user === undefined || session === undefined || row === undefined ? undefined : { user, session, row } as LockedFamily
     },
 
     async childToken (tx: Tx, parentId: string): Promise<RefreshTokenRow | undefined> {
@@ -325,7 +338,8 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
      * Rotates a locked live token: its successor (by hash) is inserted, the parent marked
      * rotated, the session's last use and expiry moved on. Returns the updated session.
      */
-    async rotateRefreshToken (tx: Tx, session: SessionRow, parent: RefreshTokenRow, successor: string, ctx: RequestContext, expiresAt: Date): Promise<SessionRow> {
+    async rotateRefreshToken (tx: Tx, family: LockedFamily, successor: string, ctx: RequestContext, expiresAt: Date): Promise<SessionRow> {
+      const { session, row: parent } = family
       const t = now()
       await tx.insert(refreshTokens).values({
         sessionId: session.id, userId: session.userId, tokenHash: hashOpaqueToken(successor), parentId: parent.id, createdAt: t, expiresAt, ipAddress: ctx.ip
@@ -336,8 +350,8 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
     },
 
     /** A refresh within the grace window: only the session's last use moves. */
-    async touchSession (tx: Tx, sessionId: string): Promise<void> {
-      await tx.update(sessions).set({ lastUsedAt: now() }).where(eq(sessions.id, sessionId))
+    async touchSession (tx: Tx, family: LockedFamily): Promise<void> {
+      await tx.update(sessions).set({ lastUsedAt: now() }).where(eq(sessions.id, family.session.id))
     }
   }
 }

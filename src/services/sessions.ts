@@ -3,7 +3,7 @@ import type { Db, Tx } from '../db/client.ts'
 import type { RefreshTokenRow, SessionRow, UserRow } from '../db/schema.ts'
 import { transaction } from '../db/transaction.ts'
 import { AppError } from '../errors.ts'
-import type { AccountStore, Amr, FoundRefreshToken } from './account-store.ts'
+import type { AccountStore, Amr, FoundRefreshToken, LockedFamily } from './account-store.ts'
 import type { AuditLog, RequestContext } from './audit.ts'
 import { hashOpaqueToken, newOpaqueToken, OPAQUE_TOKEN_FORMAT } from './opaque-tokens.ts'
 import type { Outbox } from './outbox.ts'
@@ -71,7 +71,7 @@ export function createSessionService (deps: {
    * - `ended`: its session was logged out, revoked or expired, or its user deactivated;
    * - `unknown`: never issued.
    */
-  type Found = { user: UserRow, session: SessionRow, row: RefreshTokenRow }
+  type Found = { family: LockedFamily, user: UserRow, session: SessionRow, row: RefreshTokenRow }
   type Rotated = Found & { row: RefreshTokenRow & { rotatedAt: Date }, child: RefreshTokenRow | undefined }
   type Presented =
     | { kind: 'unknown' }
@@ -86,18 +86,18 @@ export function createSessionService (deps: {
   }
 
   async function classify (tx: Tx, token: string, found: FoundRefreshToken, t: Date): Promise<Presented> {
-    const locked = await store.lockRefreshToken(tx, found)
-    if (locked === undefined) return { kind: 'unknown' }
-    const { user, session, row } = locked
+    const family = await store.lockRefreshToken(tx, found)
+    if (family === undefined) return { kind: 'unknown' }
+    const { user, session, row } = family
     if (!user.isActive || session.revokedAt !== null || session.expiresAt <= t || row.revokedAt !== null || row.expiresAt <= t) {
-      return { kind: 'ended', user, session, row }
+      return { kind: 'ended', family, user, session, row }
     }
-    if (row.rotatedAt === null) return { kind: 'live', user, session, row }
+    if (row.rotatedAt === null) return { kind: 'live', family, user, session, row }
     const child = await store.childToken(tx, row.id)
     const inGrace = deps.graceSeconds > 0 && t.getTime() - row.rotatedAt.getTime() <= deps.graceSeconds * 1000
     const childLive = child !== undefined && child.rotatedAt === null && child.revokedAt === null &&
       child.expiresAt > t && child.tokenHash === hashOpaqueToken(successorOf(token))
-    const rotated: Rotated = { user, session, row: { ...row, rotatedAt: row.rotatedAt }, child }
+    const rotated: Rotated = { family, user, session, row: { ...row, rotatedAt: row.rotatedAt }, child }
     return inGrace && childLive ? { kind: 'grace', ...rotated } : { kind: 'reused', ...rotated }
   }
 
@@ -166,16 +166,16 @@ export function createSessionService (deps: {
           await revokeFamily(tx, p, ctx, t, 'refresh')
           return { kind: 'reused' }
         }
-        const { user, session, row } = p
+        const { family, user, session } = p
         const successor = successorOf(token)
         if (p.kind === 'live') {
           const expiresAt = new Date(t.getTime() + lifetimeMs)
-          const updated = await store.rotateRefreshToken(tx, session, row, successor, ctx, expiresAt)
+          const updated = await store.rotateRefreshToken(tx, family, successor, ctx, expiresAt)
           await audit.record({ type: 'refresh', ctx, userId: user.id, email: user.email, success: true, metadata: { sessionId: session.id } }, tx)
           return { kind: 'ok', session: updated, user, refresh: { token: successor, expiresAt } }
         }
         // Within the grace window: hand out the same successor again.
-        await store.touchSession(tx, session.id)
+        await store.touchSession(tx, family)
         await audit.record({
           type: 'refresh', ctx, userId: user.id, email: user.email, success: true, metadata: { sessionId: session.id, replayedWithinGrace: true }
         }, tx)
