@@ -1,9 +1,10 @@
-import { hkdfSync, randomUUID } from 'node:crypto'
-import fastifyJwt from '@fastify/jwt'
-import type { FastifyInstance } from 'fastify'
+import { randomUUID } from 'node:crypto'
+import fastifyJwt, { type TokenOrHeader } from '@fastify/jwt'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { createSigner, createVerifier } from 'fast-jwt'
 import type { AccessClaims } from '../src/services/accounts.ts'
+import { createKeyRing, type KeyRing } from '../src/services/key-ring.ts'
 import type { MfaTokenCodec } from '../src/services/mfa.ts'
 
 /** What a verified access token holds (docs/API.md, "Tokens and sessions"). */
@@ -24,6 +25,8 @@ declare module '@fastify/jwt' {
 
 declare module 'fastify' {
   interface FastifyInstance {
+    /** Every signing, verifying and internal key (src/services/key-ring.ts). */
+    keys: KeyRing
     signAccessToken: (claims: AccessClaims) => string
     /** MFA challenge tokens (the `mfaToken` of a login that needs a second factor). */
     mfaTokens: MfaTokenCodec
@@ -37,24 +40,36 @@ export const MFA_TOKEN_TYP = 'mfa+jwt'
 export const MFA_TOKEN_SECONDS = 300
 
 /**
- * Access tokens: HS256 with JWT_SECRET; the algorithm, issuer, audience and token type are
- * pinned at verification, so `alg: none`, algorithm confusion and foreign tokens fail.
+ * Access tokens, signed with the key ring's signing key: EdDSA/ES256 with `JWT_PRIVATE_KEY` (and
+ * its `kid`), or HS256 with JWT_SECRET. The verifying key is chosen by the token header's `kid`
+ * and `alg` (fastify-jwt's `secret` as a function of the header), and the algorithms, issuer,
+ * audience and token type are pinned, so `alg: none`, algorithm confusion, unknown keys and
+ * foreign tokens fail.
  * @see https://github.com/fastify/fastify-jwt
  */
 async function jwt (fastify: FastifyInstance) {
-  const { JWT_SECRET, JWT_ISSUER, JWT_AUDIENCE, ACCESS_TOKEN_EXPIRE_MINUTES } = fastify.config
+  const { JWT_SECRET, JWT_ISSUER, JWT_AUDIENCE, ACCESS_TOKEN_EXPIRE_MINUTES, JWT_PRIVATE_KEY, JWT_PUBLIC_KEYS } = fastify.config
   if (JWT_SECRET === undefined) throw new Error('JWT_SECRET must be resolved before the app is built')
+  const keys = createKeyRing({ secret: JWT_SECRET, privateKeyPem: JWT_PRIVATE_KEY, publicKeysPem: JWT_PUBLIC_KEYS })
+  fastify.decorate('keys', keys)
+  const { signing } = keys
   await fastify.register(fastifyJwt, {
-    secret: JWT_SECRET,
+    secret: {
+      private: signing.key,
+      public: async (_request: FastifyRequest, token: TokenOrHeader) => keys.verificationKey('header' in token ? token.header : token)
+    },
+    // The key callback needs the header (kid, alg): decode the whole token, not only its claims.
+    decode: { complete: true },
     sign: {
-      algorithm: 'HS256',
+      algorithm: signing.alg,
       iss: JWT_ISSUER,
       aud: JWT_AUDIENCE,
       expiresIn: `${ACCESS_TOKEN_EXPIRE_MINUTES}m`,
-      header: { alg: 'HS256', typ: ACCESS_TOKEN_TYP }
+      ...(signing.kid === undefined ? {} : { kid: signing.kid }),
+      header: { alg: signing.alg, typ: ACCESS_TOKEN_TYP }
     },
     verify: {
-      algorithms: ['HS256'],
+      algorithms: keys.algorithms,
       allowedIss: JWT_ISSUER,
       allowedAud: JWT_AUDIENCE,
       checkTyp: ACCESS_TOKEN_TYP,
@@ -63,9 +78,10 @@ async function jwt (fastify: FastifyInstance) {
   })
   fastify.decorate('signAccessToken', (claims: AccessClaims) => fastify.jwt.sign({ ...claims, jti: randomUUID() }))
 
-  // MFA challenge tokens are signed with a key of their own (derived from JWT_SECRET) and carry
-  // another `typ`: an access token can never pass as one, nor one as an access token.
-  const mfaKey = Buffer.from(hkdfSync('sha256', JWT_SECRET, 'gatehouse', 'mfa challenge token v1', 32))
+  // MFA challenge tokens are signed with an internal key of their own (derived from JWT_SECRET,
+  // never the signing key) and carry another `typ`: an access token can never pass as one, nor
+  // one as an access token.
+  const mfaKey = keys.internalKey('mfa challenge token v1')
   const signMfa = createSigner({
     key: mfaKey, algorithm: 'HS256', iss: JWT_ISSUER, aud: JWT_AUDIENCE, expiresIn: MFA_TOKEN_SECONDS * 1000, header: { alg: 'HS256', typ: MFA_TOKEN_TYP }
   })

@@ -25,6 +25,7 @@ async function services (fastify: FastifyInstance, opts: ServicesPluginOptions) 
     db: fastify.db,
     config: fastify.config,
     now,
+    keys: fastify.keys,
     signAccessToken: fastify.signAccessToken,
     mfaTokens: fastify.mfaTokens,
     mailer: opts.mailer,

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import adminRoutes from './admin/index.ts'
 import authRoutes from './auth/index.ts'
 import healthRoutes from './health/index.ts'
+import keyRoutes from './keys/index.ts'
 import metricsRoutes from './metrics/index.ts'
 import mfaRoutes from './mfa/index.ts'
 import passwordRoutes from './password/index.ts'
@@ -11,6 +12,7 @@ import taskRoutes from './tasks/index.ts'
 export default async function routes (fastify: FastifyInstance) {
   await fastify.register(healthRoutes)
   await fastify.register(metricsRoutes)
+  await fastify.register(keyRoutes)
   await fastify.register(authRoutes, { prefix: '/api/auth' })
   await fastify.register(passwordRoutes, { prefix: '/api/auth/password' })
   await fastify.register(mfaRoutes, { prefix: '/api/auth/mfa' })

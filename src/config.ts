@@ -1,4 +1,5 @@
 import { isIP } from 'node:net'
+import { createKeyRing, KeyMaterialError } from './services/key-ring.ts'
 import Type, { type Static } from 'typebox'
 import Value from 'typebox/value'
 import { assertPasswordPolicy } from './services/password-policy.ts'
@@ -25,6 +26,7 @@ export const ConfigSchema = Type.Object({
 
   JWT_SECRET: OptStr(),
   JWT_PRIVATE_KEY: OptStr({ maxLength: 16384 }),
+  JWT_PUBLIC_KEYS: OptStr({ maxLength: 65536 }),
   JWT_ISSUER: Type.String({ default: 'gatehouse', minLength: 1, maxLength: 512 }),
   JWT_AUDIENCE: Type.String({ default: 'gatehouse', minLength: 1, maxLength: 512 }),
   ACCESS_TOKEN_EXPIRE_MINUTES: Int(15, 1, 1440),
@@ -205,9 +207,12 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
   if (config.NODE_ENV === 'production' && config.MFA_ENCRYPTION_KEY === undefined) {
     throw new ConfigError('Invalid configuration: MFA_ENCRYPTION_KEY is required in production (at least 32 bytes)')
   }
-  if (config.JWT_PRIVATE_KEY !== undefined) {
-    // Asymmetric signing (EdDSA/ES256 + JWKS) is not built yet; refuse rather than silently use HS256.
-    throw new ConfigError('Invalid configuration: JWT_PRIVATE_KEY is not supported by this version; use JWT_SECRET')
+  try {
+    // The key material is checked here, so a bad key stops start-up with one line naming it.
+    createKeyRing({ secret: 'x'.repeat(32), privateKeyPem: config.JWT_PRIVATE_KEY, publicKeysPem: config.JWT_PUBLIC_KEYS })
+  } catch (err) {
+    if (err instanceof KeyMaterialError) throw new ConfigError(err.message)
+    throw err
   }
   if (config.NODE_ENV === 'production' && config.SMTP_HOST === undefined && !config.MAIL_STDOUT) {
     throw new ConfigError('Invalid configuration: SMTP_HOST is required in production (emails carry reset links); set MAIL_STDOUT=true to print them to stdout instead')

@@ -15,6 +15,7 @@ import { createAccountStore } from './account-store.ts'
 import { createAdminService } from './admin.ts'
 import { createSessionService } from './sessions.ts'
 import { createTaskService } from './tasks.ts'
+import type { KeyRing } from './key-ring.ts'
 import type { Telemetry } from './telemetry.ts'
 
 export interface ServiceDeps {
@@ -22,6 +23,7 @@ export interface ServiceDeps {
   config: Config
   /** The clock; tests inject one to move time instead of sleeping. */
   now: () => Date
+  keys: KeyRing
   signAccessToken: (claims: AccessClaims) => string
   mfaTokens: MfaTokenCodec
   /** Overrides the mailer chosen from SMTP_* (tests). */
@@ -44,7 +46,7 @@ export function mailerFromConfig (config: Config): Mailer {
 }
 
 /** Wires the domain services together. Nothing here knows about HTTP. */
-export function createServices ({ db, config, now, signAccessToken, mfaTokens, mailer, telemetry }: ServiceDeps) {
+export function createServices ({ db, config, now, keys, signAccessToken, mfaTokens, mailer, telemetry }: ServiceDeps) {
   if (config.MFA_ENCRYPTION_KEY === undefined) throw new Error('MFA_ENCRYPTION_KEY must be resolved before the services are built')
   const passwords = createPasswordHasher({
     memoryCost: config.ARGON2_MEMORY_COST,
@@ -67,7 +69,6 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
       leaseSeconds: config.OUTBOX_LEASE_SECONDS
     }
   })
-  if (config.JWT_SECRET === undefined) throw new Error('JWT_SECRET must be resolved before the services are built')
   // The one owner of users, sessions and refresh tokens (and of the session-state cache).
   const store = createAccountStore({ db, now, checkTtlSeconds: config.SESSION_CHECK_TTL_SECONDS })
   const sessions = createSessionService({
@@ -76,7 +77,7 @@ export function createServices ({ db, config, now, signAccessToken, mfaTokens, m
     store,
     audit,
     outbox,
-    secret: config.JWT_SECRET,
+    successorKey: keys.internalKey('refresh-token successor v1'),
     refreshDays: config.REFRESH_TOKEN_EXPIRE_DAYS,
     graceSeconds: config.REFRESH_REUSE_GRACE_SECONDS
   })

@@ -1,4 +1,4 @@
-import { createHmac, hkdfSync } from 'node:crypto'
+import { createHmac } from 'node:crypto'
 import type { Db, Tx } from '../db/client.ts'
 import type { RefreshTokenRow, SessionRow, UserRow } from '../db/schema.ts'
 import { transaction } from '../db/transaction.ts'
@@ -51,14 +51,13 @@ export function createSessionService (deps: {
   store: AccountStore
   audit: AuditLog
   outbox: Outbox
-  /** Secret the successor derivation key is derived from (JWT_SECRET). */
-  secret: string
+  /** The internal HMAC key successors are derived with (from JWT_SECRET, see the key ring). */
+  successorKey: Buffer
   refreshDays: number
   graceSeconds: number
 }) {
   const { db, now, audit, store } = deps
-  const successorKey = Buffer.from(hkdfSync('sha256', deps.secret, 'gatehouse', 'refresh-token successor v1', 32))
-  const successorOf = (token: string) => createHmac('sha256', successorKey).update(token).digest('base64url')
+  const successorOf = (token: string) => createHmac('sha256', deps.successorKey).update(token).digest('base64url')
   const lifetimeMs = deps.refreshDays * 86_400_000
 
   /**
