@@ -26,11 +26,15 @@ async function services (fastify: FastifyInstance, opts: ServicesPluginOptions) 
     config: fastify.config,
     now,
     keys: fastify.keys,
+    broadcast: fastify.state.broadcast,
     signAccessToken: fastify.signAccessToken,
     mfaTokens: fastify.mfaTokens,
     mailer: opts.mailer,
     telemetry: fastify.telemetry
   }))
+
+  // Other instances' revocations drop this instance's cached session states.
+  await fastify.services.store.listen()
 
   // Accepted reset requests are carried out before the database closes.
   fastify.addHook('onClose', async () => { await fastify.services.credentials.settled() })
@@ -47,4 +51,4 @@ async function services (fastify: FastifyInstance, opts: ServicesPluginOptions) 
   }
 }
 
-export default fp(services, { name: 'services', fastify: '5.x', dependencies: ['db', 'jwt', 'telemetry'] })
+export default fp(services, { name: 'services', fastify: '5.x', dependencies: ['db', 'jwt', 'telemetry', 'state'] })

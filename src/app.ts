@@ -8,6 +8,7 @@ import authPlugin from '../plugins/auth.ts'
 import dbPlugin from '../plugins/db.ts'
 import errorsPlugin, { errorBody, toErrorBody } from '../plugins/errors.ts'
 import jwtPlugin from '../plugins/jwt.ts'
+import statePlugin from '../plugins/state.ts'
 import rateLimitPlugin from '../plugins/rate-limit.ts'
 import securityPlugin, { SECURITY_HEADERS } from '../plugins/security.ts'
 import jobsPlugin from '../plugins/jobs.ts'
@@ -158,9 +159,10 @@ export async function buildApp (opts: BuildAppOptions) {
   await app.register(telemetryPlugin)
   await app.register(securityPlugin)
   await app.register(swaggerPlugin)
+  await app.register(dbPlugin, { handle: opts.db })
+  await app.register(statePlugin)
   await app.register(rateLimitPlugin)
   await app.register(cookie)
-  await app.register(dbPlugin, { handle: opts.db })
   await app.register(jwtPlugin)
   await app.register(servicesPlugin, { now: opts.now, mailer: opts.mailer })
   await app.register(jobsPlugin)

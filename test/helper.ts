@@ -4,11 +4,11 @@
  * TEST_DATABASE_URL. One database per test file (tap runs files in separate processes);
  * tables are truncated before each app.
  */
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { subscribe, unsubscribe } from 'node:diagnostics_channel'
-import { type AddressInfo, createServer } from 'node:net'
-import { existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
+import { type AddressInfo, connect, createServer } from 'node:net'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
@@ -374,6 +374,70 @@ export async function revokeSession (app: App, sessionId: string, at = new Date(
 /** Marks every session of a user revoked behind the service's back. */
 export async function revokeSessionsOf (app: App, userId: string, at = new Date()) {
   await app.db.update(sessions).set({ revokedAt: at, revokedReason: 'test' }).where(eq(sessions.userId, userId))
+}
+
+/**
+ * Polls `probe` in real time until it holds or `ms` have passed; the milliseconds it took (at
+ * least 1), or 0 when it never held. For what crosses processes or connections (messages
+ * between instances), where no injected clock can help.
+ */
+export async function within (ms: number, probe: () => Promise<boolean>): Promise<number> {
+  const start = performance.now()
+  for (;;) {
+    if (await probe()) return Math.max(1, Math.round(performance.now() - start))
+    if (performance.now() - start > ms) return 0
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
+/** Whether `redis-server` can be run here (CI installs it and requires it). */
+export function haveRedis (): boolean {
+  try {
+    execFileSync('redis-server', ['--version'], { stdio: 'ignore' })
+    return true
+  } catch {
+    if (process.env.CI === 'true') throw new Error('redis-server is required in CI (apt-get install redis-server)')
+    return false
+  }
+}
+
+/**
+ * A real redis-server of the test's own on 127.0.0.1 (no persistence, a temp dir), stopped when
+ * the test ends. `stop()` and `start()` take it down and bring it back on the same port, for
+ * outage tests; `flush()` empties it.
+ */
+export async function startRedis (test: Test) {
+  const port = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), 'gatehouse-redis-'))
+  let child: ReturnType<typeof spawn> | undefined
+  const url = `redis://127.0.0.1:${port}`
+  const ping = () => new Promise<boolean>((resolve) => {
+    const socket = connect(port, '127.0.0.1')
+    socket.once('error', () => resolve(false))
+    socket.once('connect', () => socket.write('PING\r\n'))
+    socket.once('data', (d) => { socket.destroy(); resolve(d.toString().startsWith('+PONG')) })
+  })
+  async function start () {
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' })
+    for (let i = 0; !(await ping()); i++) {
+      if (i > 200) throw new Error('redis-server did not start')
+      await new Promise((resolve) => setTimeout(resolve, 25))
+    }
+  }
+  async function stop () {
+    const c = child
+    if (c === undefined || c.exitCode !== null) return
+    const exited = new Promise((resolve) => c.once('exit', resolve))
+    c.kill('SIGKILL')
+    await exited
+    child = undefined
+  }
+  await start()
+  test.teardown(async () => {
+    await stop()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return { url, port, start, stop, ping }
 }
 
 /** Asserts the contract's error body. */

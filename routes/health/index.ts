@@ -2,15 +2,20 @@ import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typ
 import { appliedMigrationCount, expectedMigrationCount } from '../../src/db/client.ts'
 import { withTimeout } from '../../src/services/with-timeout.ts'
 
+const Check = Type.Union([Type.Literal('ok'), Type.Literal('down')])
 const ReadySchema = Type.Object({
   status: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
-  checks: Type.Object({ db: Type.Union([Type.Literal('ok'), Type.Literal('down')]) })
+  checks: Type.Object({
+    db: Check,
+    redis: Type.Optional(Type.Union([Type.Literal('ok'), Type.Literal('down')], { description: 'only with REDIS_URL; informational: the service stays ready without Redis' }))
+  })
 })
 
 /**
  * Probes for load balancers and orchestrators: liveness never touches the database;
  * readiness pings it (and checks every migration is applied) under HEALTH_DB_TIMEOUT_MS,
- * and turns 503 as soon as the service starts shutting down. Neither is rate limited
+ * and turns 503 as soon as the service starts shutting down. With REDIS_URL it also reports
+ * `checks.redis`, without changing the status: the database is the only hard dependency. Neither is rate limited
  * or logged at info level.
  */
 const healthRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
@@ -36,8 +41,11 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
         request.log.warn({ err }, 'readiness: database check failed')
       }
     }
-    if (up) return { status: 'ok' as const, checks: { db: 'ok' as const } }
-    return reply.code(503).send({ status: 'unavailable' as const, checks: { db: 'down' as const } })
+    // Redis is not a hard dependency: reported, but never a reason to leave the pool.
+    const redis = fastify.state.status()
+    const extra = redis === undefined ? {} : { redis }
+    if (up) return { status: 'ok' as const, checks: { db: 'ok' as const, ...extra } }
+    return reply.code(503).send({ status: 'unavailable' as const, checks: { db: 'down' as const, ...extra } })
   })
 }
 

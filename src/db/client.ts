@@ -5,6 +5,7 @@ import { sql } from 'drizzle-orm'
 import { integer, pgSchema, type PgDatabase, type PgQueryResultHKT, type PgTransaction } from 'drizzle-orm/pg-core'
 import type { ExtractTablesWithRelations } from 'drizzle-orm'
 import * as schema from './schema.ts'
+import { type Broadcast, localBroadcast } from '../services/state-store.ts'
 
 /** Both drivers (postgres.js and PGlite) fit this type; services only see it. */
 export type Db = PgDatabase<PgQueryResultHKT, typeof schema>
@@ -19,6 +20,11 @@ export interface DbHandle {
   migrate: () => Promise<void>
   /** Closes the connection(s); queries fail afterwards. */
   close: () => Promise<void>
+  /**
+   * Messages to every app on this database: PostgreSQL LISTEN/NOTIFY (every instance), or, on
+   * the embedded database, in-process (only one process can open it).
+   */
+  broadcast: Broadcast
   /** PGlite only: the whole database as a gzipped tarball (for `connectPglite({ from })`). */
   snapshot?: () => Promise<Blob>
 }
@@ -52,9 +58,16 @@ export async function connectPostgres (url: string, opts: { max?: number } = {})
     connection: { application_name: 'gatehouse' }
   })
   const db = drizzle(client, { schema }) as unknown as Db
+  const listening: Array<{ unlisten: () => Promise<void> }> = []
   return {
     db,
     kind: 'postgres',
+    broadcast: {
+      publish: async (channel, message) => { await client.notify(channel, message) },
+      // postgres.js listens on a connection of its own and listens again after a reconnect.
+      subscribe: async (channel, handler) => { listening.push(await client.listen(channel, handler)) },
+      close: async () => { await Promise.all(listening.splice(0).map((l) => l.unlisten().catch(() => {}))) }
+    },
     async migrate () {
       // Several instances may start at once: one migrates, the others wait for it. The lock is
       // held on a connection of its own, so migrating works whatever the pool size (with a pool
@@ -71,7 +84,10 @@ export async function connectPostgres (url: string, opts: { max?: number } = {})
         await lock.end({ timeout: 5 })
       }
     },
-    close: () => client.end({ timeout: 5 })
+    close: async () => {
+      await Promise.all(listening.splice(0).map((l) => l.unlisten().catch(() => {})))
+      await client.end({ timeout: 5 })
+    }
   }
 }
 
@@ -92,6 +108,7 @@ export async function connectPglite (dataDir?: string, opts: { from?: Blob } = {
   return {
     db: db as unknown as Db,
     kind: 'pglite',
+    broadcast: localBroadcast(),
     migrate: () => migrate(db, { migrationsFolder: migrationsFolder() }),
     close: async () => { if (!client.closed) await client.close() },
     snapshot: () => client.dumpDataDir('gzip')

@@ -4,6 +4,8 @@ import { refreshTokens, sessions, users, type RefreshTokenRow, type SessionRow, 
 import { afterCommit } from '../db/transaction.ts'
 import type { RequestContext } from './audit.ts'
 import { hashOpaqueToken } from './opaque-tokens.ts'
+import type { Broadcast } from './state-store.ts'
+import type { Telemetry } from './telemetry.ts'
 
 export type Amr = 'pwd' | 'otp'
 export type Role = 'user' | 'admin'
@@ -37,6 +39,11 @@ export interface LockedFamily {
 }
 
 const MAX_CACHE = 100_000
+/** The channel revoked (or changed) session ids travel on to every instance. */
+export const REVOCATION_CHANNEL = 'gatehouse.sessions.changed'
+/** Ids per message: PostgreSQL NOTIFY payloads must stay under 8000 bytes. */
+const IDS_PER_MESSAGE = 150
+const UUID_LIST = /^[0-9a-f-]{36}(,[0-9a-f-]{36})*$/
 
 /**
  * The one owner of the `users`, `sessions` and `refresh_tokens` tables (after supabase/auth's
@@ -51,18 +58,40 @@ const MAX_CACHE = 100_000
  * The per-instance cache of session state (`sessionState`) lives here too, and every write that
  * changes what it holds (a revocation, a role, a deactivation, passwordMustChange) drops the
  * affected entries once its transaction has committed: dropped earlier, a request racing the
- * transaction could read the old state and cache it again.
+ * transaction could read the old state and cache it again. The ids are also broadcast, so every
+ * other instance drops them within moments; `checkTtlSeconds` bounds the staleness when a message
+ * is lost.
  */
-export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSeconds: number }) {
+export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSeconds: number, broadcast?: Broadcast, telemetry?: Telemetry }) {
   const { db, now } = deps
   const cache = new Map<string, { state: SessionState, until: number }>()
   /** Bumped by every invalidation: a state read that overlapped one is not cached. */
   let invalidations = 0
 
-  function forget (ids: string[]): void {
+  function forgetHere (ids: string[]): void {
     if (ids.length === 0) return
     invalidations++
     for (const id of ids) cache.delete(id)
+  }
+
+  /** Drops the ids here and tells every other instance to drop them too. */
+  function forget (ids: string[]): void {
+    if (ids.length === 0) return
+    forgetHere(ids)
+    if (deps.broadcast === undefined) return
+    for (let i = 0; i < ids.length; i += IDS_PER_MESSAGE) {
+      deps.broadcast.publish(REVOCATION_CHANNEL, ids.slice(i, i + IDS_PER_MESSAGE).join(',')).catch((err: unknown) => {
+        deps.telemetry?.log.warn({ err }, 'revocation message not sent: other instances drop these sessions within SESSION_CHECK_TTL_SECONDS')
+      })
+    }
+  }
+
+  /** Starts listening for other instances' revocations; resolves once subscribed. */
+  async function listen (): Promise<void> {
+    if (deps.broadcast === undefined || deps.checkTtlSeconds === 0) return
+    await deps.broadcast.subscribe(REVOCATION_CHANNEL, (message) => {
+      if (UUID_LIST.test(message)) forgetHere(message.split(','))
+    })
   }
 
   /** Takes the user row lock (the first lock of every session write); the row, or undefined. */
@@ -99,6 +128,8 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
   const liveSession = () => and(isNull(sessions.revokedAt), gt(sessions.expiresAt, now()))
 
   return {
+    listen,
+
     // ---- users ---------------------------------------------------------------------------
 
     lockUser,

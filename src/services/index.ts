@@ -16,6 +16,7 @@ import { createAdminService } from './admin.ts'
 import { createSessionService } from './sessions.ts'
 import { createTaskService } from './tasks.ts'
 import type { KeyRing } from './key-ring.ts'
+import type { Broadcast } from './state-store.ts'
 import type { Telemetry } from './telemetry.ts'
 
 export interface ServiceDeps {
@@ -24,6 +25,8 @@ export interface ServiceDeps {
   /** The clock; tests inject one to move time instead of sleeping. */
   now: () => Date
   keys: KeyRing
+  /** Messages to every instance (revoked sessions). */
+  broadcast?: Broadcast
   signAccessToken: (claims: AccessClaims) => string
   mfaTokens: MfaTokenCodec
   /** Overrides the mailer chosen from SMTP_* (tests). */
@@ -46,7 +49,7 @@ export function mailerFromConfig (config: Config): Mailer {
 }
 
 /** Wires the domain services together. Nothing here knows about HTTP. */
-export function createServices ({ db, config, now, keys, signAccessToken, mfaTokens, mailer, telemetry }: ServiceDeps) {
+export function createServices ({ db, config, now, keys, broadcast, signAccessToken, mfaTokens, mailer, telemetry }: ServiceDeps) {
   if (config.MFA_ENCRYPTION_KEY === undefined) throw new Error('MFA_ENCRYPTION_KEY must be resolved before the services are built')
   const passwords = createPasswordHasher({
     memoryCost: config.ARGON2_MEMORY_COST,
@@ -70,7 +73,7 @@ export function createServices ({ db, config, now, keys, signAccessToken, mfaTok
     }
   })
   // The one owner of users, sessions and refresh tokens (and of the session-state cache).
-  const store = createAccountStore({ db, now, checkTtlSeconds: config.SESSION_CHECK_TTL_SECONDS })
+  const store = createAccountStore({ db, now, checkTtlSeconds: config.SESSION_CHECK_TTL_SECONDS, broadcast, telemetry })
   const sessions = createSessionService({
     db,
     now,

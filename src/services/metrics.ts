@@ -62,6 +62,16 @@ export function createMetrics (opts: { processMetrics?: boolean } = {}) {
       registers: [registry],
       async collect () { this.set((await backlog()).oldestPendingSeconds) }
     }),
+    redisUp: new Gauge({
+      name: 'gatehouse_redis_up',
+      help: '1 while Redis (REDIS_URL) answers, 0 while it does not (limits then count per instance)',
+      registers: [registry]
+    }),
+    redisOutages: new Counter({
+      name: 'gatehouse_redis_outages_total',
+      help: 'Times Redis became unreachable (counted once per outage, not per failed request)',
+      registers: [registry]
+    }),
     /** The outbox tells the gauges how to read its backlog. */
     observeOutbox (read: () => Promise<OutboxBacklog>): void {
       backlog = read

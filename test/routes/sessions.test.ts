@@ -2,7 +2,8 @@ import { and, eq, isNull } from 'drizzle-orm'
 import t from 'tap'
 import { authEvents, emailOutbox, refreshTokens, sessions } from '../../src/db/schema.ts'
 import type { App } from '../../src/app.ts'
-import { assertError, bearer, buildTestApp, PASSWORD, readMail, revokeSessionsOf, testClock, uniqueEmail } from '../helper.ts'
+import { localBroadcast } from '../../src/services/state-store.ts'
+import { assertError, bearer, buildTestApp, PASSWORD, readMail, revokeSessionsOf, testClock, uniqueEmail, within } from '../helper.ts'
 
 interface Cookie { name: string, value: string, path?: string, maxAge?: number, httpOnly?: boolean, sameSite?: string, secure?: boolean, domain?: string, expires?: Date }
 const refreshCookieOf = (res: { cookies: unknown[] }) => (res.cookies as Cookie[]).find((c) => c.name === 'refresh_token')
@@ -247,19 +248,26 @@ t.test('logout by cookie alone, and with an expired Bearer next to a valid cooki
   assertError(t, await app.inject({ method: 'POST', url: '/api/auth/logout', headers: { authorization: 'Bearer bad' } }), 401, 'TOKEN_INVALID')
 })
 
-t.test('logout reaches other instances within SESSION_CHECK_TTL_SECONDS', async (t) => {
+t.test('a logout on one instance is refused by another within a second, by message; within SESSION_CHECK_TTL_SECONDS when the message is lost', async (t) => {
   const clock = testClock(new Date())
   const env = { SESSION_CHECK_TTL_SECONDS: '5' }
   const a = await buildTestApp(t, { now: clock.now, env })
   const b = await buildTestApp(t, { now: clock.now, env, db: a.dbHandle }) // a second instance, same database
+  // A third instance that hears no messages (a lost broadcast): only its cache TTL bounds it.
+  const deaf = await buildTestApp(t, { now: clock.now, env, db: { ...a.dbHandle, broadcast: localBroadcast() } })
+
   const s = await session(a)
-  t.equal((await b.inject({ url: '/api/auth/me', headers: bearer(s.accessToken) })).statusCode, 200, 'b caches the live session')
+  for (const other of [b, deaf]) t.equal((await other.inject({ url: '/api/auth/me', headers: bearer(s.accessToken) })).statusCode, 200, 'the session is cached')
   t.equal((await a.inject({ method: 'POST', url: '/api/auth/logout', headers: bearer(s.accessToken) })).statusCode, 200)
   assertError(t, await a.inject({ url: '/api/auth/me', headers: bearer(s.accessToken) }), 401, 'SESSION_REVOKED')
+
+  const refusedBy = await within(1000, async () => (await b.inject({ url: '/api/auth/me', headers: bearer(s.accessToken) })).statusCode === 401)
+  t.ok(refusedBy, `the other instance refuses it after ${refusedBy} ms, its cache notwithstanding`)
+
   clock.advance(4_000)
-  t.equal((await b.inject({ url: '/api/auth/me', headers: bearer(s.accessToken) })).statusCode, 200, 'b: still cached')
+  t.equal((await deaf.inject({ url: '/api/auth/me', headers: bearer(s.accessToken) })).statusCode, 200, 'without the message: still cached')
   clock.advance(1_001)
-  assertError(t, await b.inject({ url: '/api/auth/me', headers: bearer(s.accessToken) }), 401, 'SESSION_REVOKED')
+  assertError(t, await deaf.inject({ url: '/api/auth/me', headers: bearer(s.accessToken) }), 401, 'SESSION_REVOKED')
 })
 
 t.test('logout-all revokes every session of the user and reports how many', async (t) => {
