@@ -38,9 +38,15 @@ function sharedStore (state: StateStore): FastifyRateLimitStoreCtor {
       const local = this.local[method]
       const shared = this.shared[method]
       if (local === undefined || shared === undefined) throw new Error(`rate-limit store without ${method}`)
-      if (!state.available()) return local.call(this.local, key, callback, timeWindow, max)
+      if (!state.available()) {
+        local.call(this.local, key, callback, timeWindow, max)
+        return
+      }
       shared.call(this.shared, key, (err, result) => {
-        if (err === null) return callback(null, result)
+        if (err === null) {
+          callback(null, result)
+          return
+        }
         state.failed(err)
         local.call(this.local, key, callback, timeWindow, max)
       }, timeWindow, max)
