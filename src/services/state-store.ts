@@ -121,6 +121,11 @@ export function redisStateStore (url: string, telemetry: Telemetry): StateStore 
   subscriber.on('message', (channel: string, message: string) => {
     for (const h of handlers.get(channel) ?? []) h(message)
   })
+  // Every (re)connection subscribes every channel again: ioredis re-subscribes only channels a
+  // server had confirmed, so one asked for while Redis was down would otherwise never be heard.
+  subscriber.on('ready', () => {
+    for (const channel of handlers.keys()) subscriber.subscribe(channel).catch(() => {})
+  })
 
   return {
     kind: 'redis',
