@@ -404,7 +404,7 @@ export function haveRedis (): boolean {
 /**
  * A real redis-server of the test's own on 127.0.0.1 (no persistence, a temp dir), stopped when
  * the test ends. `stop()` and `start()` take it down and bring it back on the same port, for
- * outage tests; `flush()` empties it.
+ * outage tests; `pause()` and `resume()` freeze and thaw it.
  */
 export async function startRedis (test: Test) {
   const port = await freePort()
@@ -432,12 +432,16 @@ export async function startRedis (test: Test) {
     await exited
     child = undefined
   }
+  /** Freezes the server (SIGSTOP): connections stay open, nothing answers. `resume()` thaws it. */
+  const pause = () => { child?.kill('SIGSTOP') }
+  const resume = () => { child?.kill('SIGCONT') }
   await start()
   test.teardown(async () => {
+    resume()
     await stop()
     rmSync(dir, { recursive: true, force: true })
   })
-  return { url, port, start, stop, ping }
+  return { url, port, start, stop, ping, pause, resume }
 }
 
 /** Asserts the contract's error body. */

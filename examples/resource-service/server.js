@@ -18,15 +18,42 @@ import buildGetJwks from 'get-jwks'
 
 const env = process.env
 const gatehouse = (env.GATEHOUSE_URL ?? 'http://127.0.0.1:3000').replace(/\/+$/, '')
+// The keys decide what is trusted: fetch them over TLS, or from this machine.
+const { protocol, hostname } = new URL(gatehouse)
+if (protocol !== 'https:' && !['127.0.0.1', 'localhost', '[::1]'].includes(hostname)) {
+  throw new Error('GATEHOUSE_URL must be https (plain http only on loopback): the JWKS fetched from it decides which tokens are trusted')
+}
 const issuer = env.GATEHOUSE_ISSUER ?? 'gatehouse'
 const audience = env.GATEHOUSE_AUDIENCE ?? 'gatehouse'
 // Pinned: only the asymmetric algorithms Gatehouse signs with, never HS256 or none.
 const algorithms = (env.GATEHOUSE_ALGORITHMS ?? 'EdDSA,ES256').split(',').map((a) => a.trim())
 if (algorithms.some((a) => !['EdDSA', 'ES256'].includes(a))) throw new Error('GATEHOUSE_ALGORITHMS: only EdDSA and ES256')
 
-// Keys are cached per kid for 5 minutes (the JWKS's max-age); an unknown kid (after a key
-// rotation) fetches the JWKS again, so in production keep a rate limit in front of this service.
+// Keys are cached per kid for 5 minutes (the JWKS's max-age). An unknown kid (a key added by a
+// rotation, or a forged token) fetches the JWKS again, at most once per kid every 10 seconds.
 const getJwks = buildGetJwks({ max: 100, ttl: 5 * 60 * 1000, jwksPath: '/.well-known/jwks.json', providerDiscovery: false })
+const unknownKids = new Map()
+
+/** The PEM of Gatehouse's key `kid`, or an error; never a key Gatehouse no longer publishes. */
+async function publicKey (kid, alg) {
+  if ((unknownKids.get(kid) ?? 0) > Date.now()) throw new Error('unknown kid')
+  // get-jwks would fall back to an expired entry when the JWKS no longer lists a key, which
+  // would keep a key removed by a rotation trusted: no stale entries.
+  getJwks.staleCache.clear()
+  let timer
+  const timeout = new Promise((_resolve, reject) => { timer = setTimeout(() => reject(new Error('JWKS fetch timed out')), 5000) })
+  try {
+    // getJwk, not getPublicKey: its PEM conversion knows EC keys but not Ed25519 (OKP).
+    const jwk = await Promise.race([getJwks.getJwk({ domain: gatehouse, kid, alg }), timeout])
+    return createPublicKey({ key: jwk, format: 'jwk' }).export({ format: 'pem', type: 'spki' })
+  } catch (err) {
+    if (unknownKids.size > 1000) unknownKids.clear()
+    unknownKids.set(kid, Date.now() + 10_000)
+    throw err
+  } finally {
+    clearTimeout(timer)
+  }
+}
 
 const app = Fastify({ logger: { level: env.LOG_LEVEL ?? 'info' } })
 
@@ -34,10 +61,8 @@ await app.register(fastifyJwt, {
   decode: { complete: true },
   secret: async (_request, token) => {
     const { kid, alg } = token.header
-    if (typeof kid !== 'string' || !algorithms.includes(alg)) throw new Error('token not signed by Gatehouse')
-    // getJwk, not getPublicKey: its PEM conversion knows EC keys but not Ed25519 (OKP).
-    const jwk = await getJwks.getJwk({ domain: gatehouse, kid, alg })
-    return createPublicKey({ key: jwk, format: 'jwk' }).export({ format: 'pem', type: 'spki' })
+    if (typeof kid !== 'string' || kid.length > 128 || !algorithms.includes(alg)) throw new Error('token not signed by Gatehouse')
+    return publicKey(kid, alg)
   },
   verify: {
     algorithms,

@@ -66,6 +66,11 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request) => {
     const q = request.query
     if (q.beforeId !== undefined && q.before === undefined) throw new AppError('VALIDATION_ERROR', 'querystring/beforeId needs querystring/before')
+    // The date-time format admits a leap second (…:60Z), which Date cannot represent.
+    for (const name of ['since', 'before'] as const) {
+      const value = q[name]
+      if (value !== undefined && Number.isNaN(Date.parse(value))) throw new AppError('VALIDATION_ERROR', `querystring/${name} must be a time this service can represent`)
+    }
     return {
       items: await admin.events({
         userId: q.userId?.toLowerCase(),

@@ -74,6 +74,7 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
     for (const id of ids) cache.delete(id)
   }
 
+  let lastPublishWarning = 0
   /** Drops the ids here and tells every other instance to drop them too. */
   function forget (ids: string[]): void {
     if (ids.length === 0) return
@@ -81,7 +82,11 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
     if (deps.broadcast === undefined) return
     for (let i = 0; i < ids.length; i += IDS_PER_MESSAGE) {
       deps.broadcast.publish(REVOCATION_CHANNEL, ids.slice(i, i + IDS_PER_MESSAGE).join(',')).catch((err: unknown) => {
-        deps.telemetry?.log.warn({ err }, 'revocation message not sent: other instances drop these sessions within SESSION_CHECK_TTL_SECONDS')
+        // At most one line a minute: during an outage every revocation would fail alike.
+        const t = Date.now()
+        if (t - lastPublishWarning < 60_000) return
+        lastPublishWarning = t
+        deps.telemetry?.log.warn({ err }, 'revocation messages not sent: other instances drop these sessions within SESSION_CHECK_TTL_SECONDS')
       })
     }
   }
@@ -125,6 +130,19 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
     return ids
   }
 
+  /**
+   * An admin action's locks: the acting admin's row and the target's, in id order (two admins
+   * acting on each other cannot deadlock), and whether the actor is still an active admin now.
+   */
+  async function lockActorAndUser (tx: Tx, actorId: string, userId: string) {
+    const rows = await tx.select().from(users).where(inArray(users.id, [actorId, userId])).orderBy(users.id).for('no key update')
+    const actor = rows.find((r) => r.id === actorId)
+    const user = rows.find((r) => r.id === userId)
+    if (actor === undefined || !actor.isActive || actor.role !== 'admin') return { kind: 'actor_not_admin' as const }
+    if (user === undefined) return { kind: 'not_found' as const }
+    return { kind: 'ok' as const, actor, user }
+  }
+
   const liveSession = () => and(isNull(sessions.revokedAt), gt(sessions.expiresAt, now()))
 
   return {
@@ -133,6 +151,7 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
     // ---- users ---------------------------------------------------------------------------
 
     lockUser,
+    lockActorAndUser,
 
     async userById (userId: string, q: Queryable = db): Promise<UserRow | undefined> {
       const [user] = await q.select().from(users).where(eq(users.id, userId))
@@ -175,18 +194,21 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
     },
 
     /**
-     * An admin's change of `isActive` and/or `role`, under the user lock. Deactivation revokes
-     * every session; every cached state of the user's sessions is dropped on commit.
-     * Returns the updated row and how many sessions were revoked, or undefined for no such user.
+     * An admin's change of `isActive` and/or `role`. Locks the target and the acting admin
+     * (in id order, so two admins acting on each other cannot deadlock) and goes ahead only if
+     * the actor is still an active admin: of two admins demoting each other at once, one wins
+     * and the other is refused, so an admin always remains. Deactivation revokes every session;
+     * every cached state of the user's sessions is dropped on commit.
      */
-    async updateStatus (tx: Tx, userId: string, patch: { isActive?: boolean, role?: Role }, reason: string) {
-      const before = await lockUser(tx, userId)
-      if (before === undefined) return undefined
+    async updateStatus (tx: Tx, actorId: string, userId: string, patch: { isActive?: boolean, role?: Role }, reason: string) {
+      const locked = await lockActorAndUser(tx, actorId, userId)
+      if (locked.kind !== 'ok') return locked
+      const before = locked.user
       const [after] = await tx.update(users).set({ ...patch, updatedAt: now() }).where(eq(users.id, userId)).returning()
-      if (after === undefined) return undefined
+      if (after === undefined) return { kind: 'not_found' as const }
       const revoked = patch.isActive === false ? await revoke(tx, userId, reason, 'all') : []
       await forgetSessionsOf(tx, userId)
-      return { before, after, revoked: revoked.length }
+      return { kind: 'updated' as const, before, after, revoked: revoked.length }
     },
 
     /** Users whose email contains `q` (case-insensitive), oldest first, and how many match. */

@@ -121,14 +121,22 @@ export function createAdminService (deps: { db: Db, now: () => Date, store: Acco
      * tokens fail the session check). An admin cannot deactivate or demote itself, so there is
      * always someone left to undo a mistake.
      */
-    async updateUser (actor: Actor, userId: string, patch: { isActive?: boolean, role?: Role }): Promise<PublicUser> {
-      if (userId === actor.userId && (patch.isActive === false || patch.role === 'user')) {
+    async updateUser (actor: Actor, targetId: string, patch: { isActive?: boolean, role?: Role }): Promise<PublicUser> {
+      // Ids compare in their canonical (lower-case) form: an upper-case spelling of one's own id
+      // is still oneself.
+      const userId = targetId.toLowerCase()
+      const email = await actorEmail(actor)
+      const refused = (failureReason: string) => audit.record({
+        type: 'admin_user_updated', ctx: actor.ctx, userId: actor.userId, email, success: false, failureReason,
+        metadata: { targetUserId: userId, requested: patch }
+      })
+      if (userId === actor.userId.toLowerCase() && (patch.isActive === false || patch.role === 'user')) {
+        await refused('own_account')
         throw new AppError('FORBIDDEN', 'An admin cannot deactivate or demote itself')
       }
-      const email = await actorEmail(actor)
       const result = await transaction(db, async (tx) => {
-        const updated = await store.updateStatus(tx, userId, patch, 'deactivated_by_admin')
-        if (updated === undefined) return undefined
+        const updated = await store.updateStatus(tx, actor.userId, userId, patch, 'deactivated_by_admin')
+        if (updated.kind !== 'updated') return updated.kind
         const { before, after, revoked } = updated
         const changes: Record<string, { from: unknown, to: unknown }> = {}
         if (patch.isActive !== undefined) changes.isActive = { from: before.isActive, to: after.isActive }
@@ -139,7 +147,15 @@ export function createAdminService (deps: { db: Db, now: () => Date, store: Acco
         }, tx)
         return after
       })
-      if (result === undefined) throw new AppError('NOT_FOUND', 'User not found')
+      // Another admin's change took the actor's role or account away meanwhile.
+      if (result === 'actor_not_admin') {
+        await refused('not_admin')
+        throw new AppError('ADMIN_REQUIRED')
+      }
+      if (result === 'not_found') {
+        await refused('user_not_found')
+        throw new AppError('NOT_FOUND', 'User not found')
+      }
       return toPublicUser(result)
     },
 
@@ -149,21 +165,27 @@ export function createAdminService (deps: { db: Db, now: () => Date, store: Acco
       return (await store.liveSessions(userId)).map((s) => toPublicSession(s, null))
     },
 
-    /** Incident response: every session of the user revoked at once. */
-    async revokeUserSessions (actor: Actor, userId: string): Promise<number> {
+    /** Incident response: every session of the user revoked at once (by an admin who still is one). */
+    async revokeUserSessions (actor: Actor, targetId: string): Promise<number> {
+      const userId = targetId.toLowerCase()
       const email = await actorEmail(actor)
-      const revoked = await transaction(db, async (tx) => {
-        const user = await store.lockUser(tx, userId)
-        if (user === undefined) return undefined
+      const result = await transaction(db, async (tx) => {
+        const locked = await store.lockActorAndUser(tx, actor.userId, userId)
+        if (locked.kind !== 'ok') return locked.kind
         const ids = await store.revokeAllSessions(tx, userId, 'revoked_by_admin')
         await audit.record({
           type: 'admin_sessions_revoked', ctx: actor.ctx, userId: actor.userId, email, success: true,
-          metadata: { targetUserId: user.id, targetEmail: user.email, revokedSessions: ids.length }
+          metadata: { targetUserId: locked.user.id, targetEmail: locked.user.email, revokedSessions: ids.length }
         }, tx)
         return ids.length
       })
-      if (revoked === undefined) throw new AppError('NOT_FOUND', 'User not found')
-      return revoked
+      if (typeof result === 'number') return result
+      await audit.record({
+        type: 'admin_sessions_revoked', ctx: actor.ctx, userId: actor.userId, email, success: false,
+        failureReason: result === 'not_found' ? 'user_not_found' : 'not_admin', metadata: { targetUserId: userId }
+      })
+      if (result === 'actor_not_admin') throw new AppError('ADMIN_REQUIRED')
+      throw new AppError('NOT_FOUND', 'User not found')
     },
 
     eventsQuery,

@@ -85,6 +85,9 @@ export function createKeyRing (input: { secret: string, privateKeyPem?: string, 
     if (input.publicKeysPem !== undefined) {
       const blocks = pemBlocks(input.publicKeysPem)
       if (blocks.length === 0) throw new KeyMaterialError('JWT_PUBLIC_KEYS', 'holds no PEM public key ("-----BEGIN PUBLIC KEY-----")')
+      // Anything around the blocks is a paste gone wrong (a cut-off key), not something to skip.
+      const rest = blocks.reduce((text, block) => text.replace(block, ''), unescapePem(input.publicKeysPem))
+      if (rest.trim() !== '') throw new KeyMaterialError('JWT_PUBLIC_KEYS', 'holds text that is not a complete PEM block')
       for (const block of blocks) {
         // createPublicKey would quietly derive the public half of a private key: refuse the block.
         if (!block.startsWith('-----BEGIN PUBLIC KEY-----')) {

@@ -89,6 +89,9 @@ export function redisStateStore (url: string, telemetry: Telemetry): StateStore 
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     connectTimeout: 2000,
+    // A Redis that hangs (frozen, partitioned) must not hang requests: a command that takes longer
+    // fails, and the caller counts in process instead.
+    commandTimeout: 500,
     retryStrategy: (times: number) => Math.min(100 * times, 1000),
     lazyConnect: false
   }
@@ -106,13 +109,30 @@ export function redisStateStore (url: string, telemetry: Telemetry): StateStore 
     metrics.redisUp.set(0)
     metrics.redisOutages.inc()
     log.error({ err }, 'Redis is unavailable: rate limits count per instance, and revocations reach other instances within SESSION_CHECK_TTL_SECONDS, until it is back')
+    probe()
   }
 
-  client.on('ready', () => {
+  function up (): void {
+    if (closing) return
     if (state === 'down') log.info({}, 'Redis is available again: rate limits and revocation messages are shared again')
     state = 'up'
     metrics.redisUp.set(1)
-  })
+  }
+
+  /**
+   * While down on a connection that stayed open (an error reply such as OOM or READONLY, a
+   * command timeout), no `ready` event will come: ping every second until Redis answers.
+   */
+  function probe (): void {
+    const timer = setTimeout(() => {
+      if (closing || state !== 'down') return
+      if (client.status !== 'ready') return probe() // reconnecting: `ready` will tell
+      client.ping().then(up, probe)
+    }, 1000)
+    timer.unref()
+  }
+
+  client.on('ready', up)
   client.on('error', down)
   client.on('close', () => { if (state === 'up') down(new Error('connection to Redis closed')) })
   subscriber.on('error', () => {}) // the client's events report the outage; this one reconnects on its own

@@ -246,7 +246,8 @@ t.test('a bad key stops start-up with one line naming the variable; a one-line P
     ['an RSA public key inside JWT_PUBLIC_KEYS', { JWT_PRIVATE_KEY: ed.privatePem, JWT_PUBLIC_KEYS: keyPair('rsa').publicPem }, /JWT_PUBLIC_KEYS/],
     ['garbage inside JWT_PUBLIC_KEYS', { JWT_PRIVATE_KEY: ed.privatePem, JWT_PUBLIC_KEYS: 'garbage' }, /JWT_PUBLIC_KEYS/],
     ['a PEM block of garbage after a good one in JWT_PUBLIC_KEYS', { JWT_PRIVATE_KEY: ed.privatePem, JWT_PUBLIC_KEYS: `${p256.publicPem}-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n` }, /JWT_PUBLIC_KEYS/],
-    ['JWT_PUBLIC_KEYS without JWT_PRIVATE_KEY', { JWT_PUBLIC_KEYS: p256.publicPem }, /JWT_PUBLIC_KEYS/]
+    ['JWT_PUBLIC_KEYS without JWT_PRIVATE_KEY', { JWT_PUBLIC_KEYS: p256.publicPem }, /JWT_PUBLIC_KEYS/],
+    ['a cut-off second key after a good one in JWT_PUBLIC_KEYS', { JWT_PRIVATE_KEY: ed.privatePem, JWT_PUBLIC_KEYS: `${p256.publicPem}\n${keyPair('ed25519').publicPem.slice(0, 60)}` }, /JWT_PUBLIC_KEYS/]
   ]
   for (const [name, env, variable] of cases) {
     await t.test(name, async (t) => {

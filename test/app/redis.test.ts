@@ -2,6 +2,7 @@
  * REDIS_URL: the rate limits shared by every instance, and what happens when Redis goes away and
  * comes back, with a real redis-server stopped and restarted during the test.
  */
+import { Redis } from 'ioredis'
 import t from 'tap'
 import type { App } from '../../src/app.ts'
 import { localBroadcast } from '../../src/services/state-store.ts'
@@ -101,6 +102,41 @@ if (!haveRedis()) {
     t.ok(await within(2000, async () => outageLines(logs) === 1), 'one error line')
     await redis.start()
     t.ok(await within(5000, async () => app.state.available()), 'connects once Redis is up')
+    t.same((await ready(app)).json(), { status: 'ok', checks: { db: 'ok', redis: 'ok' } })
+  })
+
+  t.test('a Redis that hangs does not hang requests: they answer at once, counted in process, until it answers again', async (t) => {
+    const redis = await startRedis(t)
+    const logs = logCapture()
+    const { app } = await instance(t, redis.url, { RATE_LIMIT_LOGIN_MAX: '3' }, logs)
+    const email = uniqueEmail()
+    await signup(app, email, PASSWORD, '10.9.3.1')
+    redis.pause()
+    const started = performance.now()
+    const first = await app.inject({ url: '/api/auth/me' })
+    t.equal(first.statusCode, 401, 'answered')
+    t.ok(performance.now() - started < 2000, `within the command timeout, not the TCP timeout (${Math.round(performance.now() - started)} ms)`)
+    t.notOk(app.state.available(), 'the hang is an outage')
+    const during: number[] = []
+    for (let i = 0; i < 4; i++) during.push((await login(app, email, PASSWORD, '198.51.100.93')).statusCode)
+    t.same(during, [200, 200, 200, 429], 'the limit still holds, in process')
+    t.same((await ready(app)).json(), { status: 'ok', checks: { db: 'ok', redis: 'down' } })
+    redis.resume()
+    t.ok(await within(5000, async () => app.state.available()), 'back once Redis answers (probed: the connection never closed)')
+    t.equal(outageLines(logs), 1)
+  })
+
+  t.test('one error reply (out of memory) is an outage that ends by itself when Redis answers again', async (t) => {
+    const redis = await startRedis(t)
+    const { app } = await instance(t, redis.url)
+    const admin = new Redis(redis.url)
+    t.teardown(() => admin.disconnect())
+    await admin.config('SET', 'maxmemory-policy', 'noeviction')
+    await admin.config('SET', 'maxmemory', '1')
+    t.equal((await app.inject({ url: '/api/auth/me' })).statusCode, 401, 'the request is answered, counted in process')
+    t.notOk(app.state.available(), 'the error reply made it an outage')
+    await admin.config('SET', 'maxmemory', '0')
+    t.ok(await within(5000, async () => app.state.available()), 'the probe finds Redis answering again, on the same connection')
     t.same((await ready(app)).json(), { status: 'ok', checks: { db: 'ok', redis: 'ok' } })
   })
 }

@@ -244,7 +244,10 @@ t.test('bad query values get 400 VALIDATION_ERROR', async (t) => {
     { ip: '10.0.0.1;drop' }, { ip: '10.0.0.1 ' }, { ip: 'evil.example' }, { ip: '1' }, { ip: '1'.repeat(46) },
     { email: '' }, { email: 'x'.repeat(255) },
     { limit: 0 }, { limit: 501 }, { limit: -1 }, { limit: 1.5 }, { limit: 'many' },
-    { unknown: 'x' }, { userID: '00000000-0000-4000-8000-000000000000' }
+    { unknown: 'x' }, { userID: '00000000-0000-4000-8000-000000000000' },
+    // A leap second passes the date-time format but is no time Date can hold.
+    { since: '2016-12-31T23:59:60Z' }, { before: '2016-12-31T23:59:60Z' },
+    { beforeId: '00000000-0000-4000-8000-000000000000' }
   ]
   for (const query of bad) {
     const res = await getEvents(app, admin.accessToken, query)

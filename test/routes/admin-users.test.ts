@@ -598,3 +598,48 @@ t.test('a deactivation racing a session revocation: both 200, every session revo
   t.equal(byType('admin_user_updated') + byType('admin_sessions_revoked'), 3, 'the sessions counted once between them')
   t.equal(revoked.json().revoked, byType('admin_sessions_revoked'), 'the answer matches the event')
 })
+
+t.test('two admins demoting each other at once: one wins, the other is refused ADMIN_REQUIRED, and an admin remains', async (t) => {
+  const app = await buildTestApp(t)
+  for (let round = 0; round < 5; round++) {
+    const a = await signupAdmin(app)
+    const b = await signupAdmin(app)
+    const results = await Promise.all([
+      patchUser(app, a.accessToken, b.user.id, { role: 'user' }),
+      patchUser(app, b.accessToken, a.user.id, { role: 'user' })
+    ])
+    const statuses = results.map((r) => r.statusCode).sort()
+    t.same(statuses, [200, 403], `round ${round}: one winner`)
+    const refused = results.find((r) => r.statusCode === 403)
+    if (refused !== undefined) assertError(t, refused, 403, 'ADMIN_REQUIRED')
+    const roles = [(await userRow(app, a.user.id))?.role, (await userRow(app, b.user.id))?.role].sort()
+    t.same(roles, ['admin', 'user'], 'exactly one of them is still an admin')
+  }
+  const losers = await app.db.select().from(authEvents).where(and(eq(authEvents.eventType, 'admin_user_updated'), eq(authEvents.success, false)))
+  t.same(losers.map((e) => e.failureReason), Array(5).fill('not_admin'), 'each refused loser is on the record')
+})
+
+t.test('an admin\'s own id in upper case is still itself: it cannot deactivate or demote itself that way', async (t) => {
+  const app = await buildTestApp(t)
+  const admin = await signupAdmin(app)
+  for (const payload of [{ isActive: false }, { role: 'user' }]) {
+    assertError(t, await patchUser(app, admin.accessToken, admin.user.id.toUpperCase(), payload), 403, 'FORBIDDEN')
+  }
+  t.match(await userRow(app, admin.user.id), { role: 'admin', isActive: true }, 'nothing changed')
+})
+
+t.test('refused admin writes are on the record too: own account, unknown user', async (t) => {
+  const app = await buildTestApp(t)
+  const admin = await signupAdmin(app)
+  const unknown = randomUUID()
+  assertError(t, await patchUser(app, admin.accessToken, admin.user.id, { isActive: false }), 403, 'FORBIDDEN')
+  assertError(t, await patchUser(app, admin.accessToken, unknown, { role: 'admin' }), 404, 'NOT_FOUND')
+  assertError(t, await revokeSessions(app, admin.accessToken, unknown), 404, 'NOT_FOUND')
+  const rows = await app.db.select().from(authEvents).where(and(eq(authEvents.userId, admin.user.id), eq(authEvents.success, false)))
+  t.same(rows.map((r) => [r.eventType, r.failureReason, (r.metadata as { targetUserId?: string } | null)?.targetUserId]).sort(), [
+    ['admin_sessions_revoked', 'user_not_found', unknown],
+    ['admin_user_updated', 'own_account', admin.user.id],
+    ['admin_user_updated', 'user_not_found', unknown]
+  ].sort(), 'each refusal names the admin, what it tried and on whom')
+})
+
