@@ -7,7 +7,7 @@
 import { type SQL, sql } from 'drizzle-orm'
 import t from 'tap'
 import type { App } from '../../src/app.ts'
-import type { EventFilters } from '../../src/services/admin.ts'
+import type { EventFilters, PublicEvent as Event } from '../../src/services/admin.ts'
 import {
   assertError, bearer, buildTestApp, enrolMfa, latestResetToken, login, mfaChallenge, PASSWORD, refreshCookieIn, rowsOf, signup,
   signupAdmin, testClock, totpCode, uniqueEmail, type Test
@@ -18,18 +18,6 @@ const WRONG = 'Wrong-Passw0rd-1'
 const INJECT_UA = 'lightMyRequest'
 const EVENT_KEYS = ['createdAt', 'email', 'eventType', 'failureReason', 'id', 'ipAddress', 'metadata', 'success', 'userAgent', 'userId']
 
-interface Event {
-  id: string
-  userId: string | null
-  email: string | null
-  eventType: string
-  ipAddress: string | null
-  userAgent: string | null
-  success: boolean
-  failureReason: string | null
-  createdAt: string
-  metadata: Record<string, unknown> | null
-}
 
 /** What a test expects of an event (no id, no metadata). */
 type Expected = Omit<Event, 'id' | 'metadata'>

@@ -394,11 +394,13 @@ t.test('a user\'s expired sessions are not listed', async (t) => {
   t.equal((await unrevokedSessions(app, s.user.id)).length, 1, 'expired, not revoked')
 })
 
-t.test('a user\'s sessions: 404 NOT_FOUND for an unknown user, 400 for a non-UUID id', async (t) => {
+t.test('a user\'s sessions, listed or revoked: 404 NOT_FOUND for an unknown user, 400 for a non-UUID id', async (t) => {
   const app = await buildTestApp(t)
   const admin = await signupAdmin(app)
-  assertError(t, await userSessions(app, admin.accessToken, randomUUID()), 404, 'NOT_FOUND')
-  assertError(t, await userSessions(app, admin.accessToken, 'nope'), 400, 'VALIDATION_ERROR')
+  for (const call of [userSessions, revokeSessions]) {
+    assertError(t, await call(app, admin.accessToken, randomUUID()), 404, 'NOT_FOUND')
+    for (const bad of ['nope', '123']) assertError(t, await call(app, admin.accessToken, bad), 400, 'VALIDATION_ERROR')
+  }
 })
 
 // ---- DELETE /api/admin/users/:id/sessions -------------------------------------------------
@@ -429,13 +431,6 @@ t.test('revoking a user\'s sessions answers how many were live and ends their to
 
   t.equal((await me(app, bystander.accessToken)).statusCode, 200, 'other users untouched')
   t.equal((await listUsers(app, admin.accessToken)).statusCode, 200, 'the admin\'s own session untouched')
-})
-
-t.test('revoking sessions: 404 NOT_FOUND for an unknown user, 400 for a non-UUID id', async (t) => {
-  const app = await buildTestApp(t)
-  const admin = await signupAdmin(app)
-  assertError(t, await revokeSessions(app, admin.accessToken, randomUUID()), 404, 'NOT_FOUND')
-  assertError(t, await revokeSessions(app, admin.accessToken, '123'), 400, 'VALIDATION_ERROR')
 })
 
 // ---- the audit log ------------------------------------------------------------------------
