@@ -19,7 +19,7 @@ async function state (fastify: FastifyInstance) {
   const { REDIS_URL } = fastify.config
   const store = REDIS_URL === undefined
     ? memoryStateStore(scopedBroadcast(fastify.dbHandle.broadcast))
-    : redisStateStore(REDIS_URL, fastify.telemetry)
+    : await redisStateStore(REDIS_URL, fastify.telemetry)
   fastify.decorate('state', store)
   fastify.addHook('onClose', async () => { await store.close() })
 }

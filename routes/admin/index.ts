@@ -8,7 +8,7 @@ import { errors } from '../../src/schemas/common.ts'
 import { normaliseEmail } from '../../src/services/accounts.ts'
 import { AppError } from '../../src/errors.ts'
 import { requestContext } from '../context.ts'
-import { Type } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
 
 /**
  * /api/admin: users, their sessions, the audit log and the suspicious-patterns report. Every

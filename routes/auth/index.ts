@@ -1,4 +1,5 @@
-import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
 import type { FastifyReply } from 'fastify'
 import { countRateLimited, routeRateLimit } from '../../plugins/rate-limit.ts'
 import { AppError } from '../../src/errors.ts'

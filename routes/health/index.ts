@@ -1,4 +1,5 @@
-import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
 import { appliedMigrationCount, expectedMigrationCount } from '../../src/db/client.ts'
 import { withTimeout } from '../../src/services/with-timeout.ts'
 

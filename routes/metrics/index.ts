@@ -1,5 +1,6 @@
 import { timingSafeEqual } from 'node:crypto'
-import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
 import { AppError } from '../../src/errors.ts'
 import { errors } from '../../src/schemas/common.ts'
 

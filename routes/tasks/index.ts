@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
 import { errors } from '../../src/schemas/common.ts'
 import {
   TaskCreateSchema, TaskListQuerySchema, TaskListSchema, TaskParamsSchema, TaskPatchSchema, UserParamsSchema

@@ -1,4 +1,4 @@
-import { Type } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
 import { EVENT_TYPES } from '../services/audit.ts'
 import { DateTimeSchema, UUID_PATTERN, UuidSchema } from './common.ts'
 

@@ -1,4 +1,4 @@
-import { Type } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
 import { DateTimeSchema, EmailSchema, UuidSchema } from './common.ts'
 
 export const UserSchema = Type.Object({

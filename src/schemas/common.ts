@@ -1,4 +1,4 @@
-import { Type, type Static } from '@fastify/type-provider-typebox'
+import { Type, type Static } from 'typebox'
 
 /**
  * A UUID in its plain 36-character form. Ajv's `uuid` format also accepts a `urn:uuid:` prefix,

@@ -1,4 +1,4 @@
-import { Type } from '@fastify/type-provider-typebox'
+import { Type } from 'typebox'
 import { DateTimeSchema, UuidSchema } from './common.ts'
 
 /** Not blank: at least one non-space character. */

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
 import type { Telemetry } from './telemetry.ts'
 import { withTimeout } from './with-timeout.ts'
 
@@ -84,7 +84,9 @@ export function memoryStateStore (broadcast: Broadcast): StateStore {
  * caller never waits on it; the connection retries in the background. An outage is logged once
  * when it starts and once when it ends, and counted in `gatehouse_redis_outages_total`.
  */
-export function redisStateStore (url: string, telemetry: Telemetry): StateStore {
+export async function redisStateStore (url: string, telemetry: Telemetry): Promise<StateStore> {
+  // Loaded only when configured: most single-instance deployments never need it.
+  const { Redis } = await import('ioredis')
   const options = {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
