@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { AppError } from '../src/errors.ts'
 import { UUID_PATTERN } from '../src/schemas/common.ts'
+import type { SessionState } from '../src/services/account-store.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -13,6 +14,10 @@ declare module 'fastify' {
     authenticate: (request: FastifyRequest) => Promise<void>
     /** Guard: authenticate, then role admin (current role from the database, not the token). */
     requireAdmin: (request: FastifyRequest) => Promise<void>
+  }
+  interface FastifyRequest {
+    /** The checked session and its user (`/me` answers from it), set by `authenticate`. */
+    authSession: SessionState | null
   }
   interface FastifyContextConfig {
     /**
@@ -40,6 +45,8 @@ function tokenError (err: unknown): AppError {
 async function auth (fastify: FastifyInstance) {
   const { sessions } = fastify.services
 
+  fastify.decorateRequest('authSession', null)
+
   async function authenticate (request: FastifyRequest): Promise<{ role: 'user' | 'admin' }> {
     const header = request.headers.authorization
     if (header === undefined || header.trim() === '') throw new AppError('AUTH_REQUIRED')
@@ -62,6 +69,7 @@ async function auth (fastify: FastifyInstance) {
     if (state.passwordMustChange && request.routeOptions.config.allowWhilePasswordMustChange !== true) {
       throw new AppError('PASSWORD_CHANGE_REQUIRED')
     }
+    request.authSession = state
     return state
   }
 

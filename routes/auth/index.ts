@@ -7,7 +7,7 @@ import {
   CredentialsSchema, LoginMfaSchema, MfaChallengeSchema, SessionListSchema, SessionParamsSchema, TokenResponseSchema
 } from '../../src/schemas/auth.ts'
 import { errors, MessageSchema } from '../../src/schemas/common.ts'
-import type { AuthResult } from '../../src/services/accounts.ts'
+import { type AuthResult, toPublicUser } from '../../src/services/accounts.ts'
 import { clientKey } from '../../src/services/client-key.ts'
 import { normaliseEmailField, requestContext } from '../context.ts'
 import { assertAllowedOrigin, clearRefreshCookie, refreshCookie, setRefreshCookie } from './cookies.ts'
@@ -191,7 +191,11 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       security: bearer,
       response: { 200: Type.Ref('User'), ...errors(401) }
     }
-  }, async (request) => accounts.getUser(request.user.sub))
+  }, async (request) => {
+    // From the session check the guard just made (cached per instance): no second query.
+    const user = request.authSession?.user
+    return user === null || user === undefined ? accounts.getUser(request.user.sub) : toPublicUser(user)
+  })
 }
 
 export default authRoutes

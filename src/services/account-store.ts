@@ -10,6 +10,9 @@ import type { Telemetry } from './telemetry.ts'
 export type Amr = 'pwd' | 'otp'
 export type Role = 'user' | 'admin'
 
+/** What `GET /api/auth/me` shows of a user: the row without any secret. */
+export type PublicUserRow = Pick<UserRow, 'id' | 'email' | 'role' | 'isActive' | 'mfaEnabled' | 'passwordMustChange' | 'createdAt' | 'lastLoginAt'>
+
 export interface SessionState {
   /** false when the session is revoked or expired, or the user deactivated or gone. */
   active: boolean
@@ -17,6 +20,12 @@ export interface SessionState {
   userId: string | null
   role: Role
   passwordMustChange: boolean
+  /**
+   * The owner's row as `/me` shows it, cached with the state: every write to those columns
+   * (role, isActive, passwordMustChange, MFA on or off) drops the user's states here and on every
+   * instance; `lastLoginAt` of the user's other sessions may lag by `checkTtlSeconds`.
+   */
+  user: PublicUserRow | null
 }
 
 /** Which of a user's live sessions a revocation ends. */
@@ -243,11 +252,13 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
         .set({ mfaEnabled: true, totpSecretEnc: secretEnc, totpPendingSecretEnc: null, updatedAt: now() })
         .where(and(eq(users.id, userId), eq(users.mfaEnabled, false)))
         .returning({ id: users.id })
+      await forgetSessionsOf(tx, userId) // `/me` shows mfaEnabled
       return enabled !== undefined
     },
 
     async disableTotp (tx: Tx, userId: string, t: Date): Promise<void> {
       await tx.update(users).set({ mfaEnabled: false, totpSecretEnc: null, totpPendingSecretEnc: null, updatedAt: t }).where(eq(users.id, userId))
+      await forgetSessionsOf(tx, userId) // `/me` shows mfaEnabled
     },
 
     /**
@@ -341,23 +352,30 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
       const seen = invalidations
       const [row] = await db
         .select({
-          userId: sessions.userId,
           revokedAt: sessions.revokedAt,
           expiresAt: sessions.expiresAt,
-          isActive: users.isActive,
-          role: users.role,
-          passwordMustChange: users.passwordMustChange
+          user: {
+            id: users.id,
+            email: users.email,
+            role: users.role,
+            isActive: users.isActive,
+            mfaEnabled: users.mfaEnabled,
+            passwordMustChange: users.passwordMustChange,
+            createdAt: users.createdAt,
+            lastLoginAt: users.lastLoginAt
+          }
         })
         .from(sessions)
         .innerJoin(users, eq(users.id, sessions.userId))
         .where(eq(sessions.id, sessionId))
       const state: SessionState = row === undefined
-        ? { active: false, userId: null, role: 'user', passwordMustChange: false }
+        ? { active: false, userId: null, role: 'user', passwordMustChange: false, user: null }
         : {
-            active: row.revokedAt === null && row.expiresAt.getTime() > nowMs && row.isActive,
-            userId: row.userId,
-            role: row.role,
-            passwordMustChange: row.passwordMustChange
+            active: row.revokedAt === null && row.expiresAt.getTime() > nowMs && row.user.isActive,
+            userId: row.user.id,
+            role: row.user.role,
+            passwordMustChange: row.user.passwordMustChange,
+            user: row.user
           }
       if (deps.checkTtlSeconds > 0 && seen === invalidations) {
         if (cache.size >= MAX_CACHE) cache.clear()

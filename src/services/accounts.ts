@@ -8,7 +8,7 @@ import type { PasswordHasher } from './passwords.ts'
 import type { PasswordThrottle } from './password-throttle.ts'
 import type { BreachChecker } from './hibp.ts'
 import type { MfaChallenge, MfaService } from './mfa.ts'
-import type { AccountStore } from './account-store.ts'
+import type { AccountStore, PublicUserRow } from './account-store.ts'
 import type { Amr, IssuedRefreshToken, SessionService } from './sessions.ts'
 
 /** The contract's User object. */
@@ -23,7 +23,7 @@ export interface PublicUser {
   lastLoginAt: string | null
 }
 
-export function toPublicUser (u: UserRow): PublicUser {
+export function toPublicUser (u: PublicUserRow): PublicUser {
   return {
     id: u.id,
     email: u.email,

@@ -1,6 +1,6 @@
 import { createHmac, generateKeyPairSync, sign as cryptoSign } from 'node:crypto'
 import t from 'tap'
-import { assertError, bearer, buildTestApp, decodeJwt, deleteUser, JWT_SECRET, revokeSession, setUser, signup, testClock } from '../helper.ts'
+import { assertError, bearer, buildTestApp, decodeJwt, deleteUser, JWT_SECRET, PASSWORD, revokeSession, setUser, signup, testClock, totpCode } from '../helper.ts'
 
 /** An independent HS256 signer (node:crypto), to forge tokens the service must reject. */
 const b64 = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url')
@@ -94,4 +94,24 @@ t.test('me stays open while the account must change its password', async (t) => 
   t.equal(res.statusCode, 200)
   t.equal(res.json().passwordMustChange, true)
   assertError(t, await app.inject({ url: `/api/${s.user.id}/tasks`, headers: bearer(s.accessToken) }), 403, 'PASSWORD_CHANGE_REQUIRED')
+})
+
+t.test('with a session cache, me answers from it: a change behind the service shows after the TTL, a change through it at once', async (t) => {
+  const clock = testClock(new Date())
+  const app = await buildTestApp(t, { now: clock.now, env: { SESSION_CHECK_TTL_SECONDS: '5' } })
+  const s = await signup(app)
+  const me = async () => (await app.inject({ url: '/api/auth/me', headers: bearer(s.accessToken) })).json()
+  t.match(await me(), { id: s.user.id, role: 'user', mfaEnabled: false })
+
+  // Behind the service's back (another tool writing the row): the cache answers until its TTL.
+  await setUser(app, s.user.id, { role: 'admin' })
+  t.match(await me(), { role: 'user' }, 'served from the cache, no database read')
+  clock.advance(5_001)
+  t.match(await me(), { role: 'admin' }, 'read again after SESSION_CHECK_TTL_SECONDS')
+
+  // Through the service: MFA turned on drops the cached state at once.
+  const setup = await app.inject({ method: 'POST', url: '/api/auth/mfa/totp/setup', headers: bearer(s.accessToken), payload: { password: PASSWORD } })
+  const code = totpCode(setup.json().secret, clock.now())
+  t.equal((await app.inject({ method: 'POST', url: '/api/auth/mfa/totp/confirm', headers: bearer(s.accessToken), payload: { code } })).statusCode, 200)
+  t.match(await me(), { mfaEnabled: true }, 'at once, TTL notwithstanding')
 })
