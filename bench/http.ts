@@ -10,7 +10,7 @@
  * machines; absolute numbers depend on the machine and on the load generator sharing its cores.
  */
 import { spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import autocannon from 'autocannon'
@@ -22,9 +22,24 @@ const base = `http://127.0.0.1:${PORT}`
 const root = new URL('..', import.meta.url).pathname
 
 const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-bench-'))
+/** One secret for the service and the verify-only ceiling, so both verify the same token. */
+const JWT_SECRET = 'bench-secret-that-is-long-enough-for-hs256-0123456789'
+const CEILING_PORT = PORT + 1
+// The ceiling for authenticated reads: a bare Fastify route that only verifies the HS256 token
+// with @fastify/jwt (same algorithm, issuer and audience pinned), in a process of its own.
+const ceilingFile = join(dataDir, 'verify-only.mjs')
+writeFileSync(ceilingFile, `import Fastify from ${JSON.stringify(join(root, 'node_modules/fastify/fastify.js'))}
+import fastifyJwt from ${JSON.stringify(join(root, 'node_modules/@fastify/jwt/index.js'))}
+const app = Fastify()
+await app.register(fastifyJwt, { secret: ${JSON.stringify(JWT_SECRET)}, verify: { algorithms: ['HS256'], allowedIss: 'gatehouse', allowedAud: 'gatehouse' } })
+app.get('/verify', { onRequest: (request) => request.jwtVerify() }, async (request) => ({ sub: request.user.sub }))
+await app.listen({ host: '127.0.0.1', port: ${CEILING_PORT} })
+`)
+const ceiling = spawn(process.execPath, [ceilingFile], { stdio: ['ignore', 'inherit', 'inherit'] })
 const server = spawn(process.execPath, [join(root, 'dist/src/server.js')], {
   env: {
     ...process.env,
+    JWT_SECRET,
     PORT: String(PORT),
     DATA_DIR: dataDir,
     ...(process.env.BENCH_DATABASE_URL === undefined ? {} : { DATABASE_URL: process.env.BENCH_DATABASE_URL }),
@@ -36,7 +51,7 @@ const server = spawn(process.execPath, [join(root, 'dist/src/server.js')], {
   },
   stdio: ['ignore', 'inherit', 'inherit']
 })
-const stop = () => { server.kill('SIGTERM'); rmSync(dataDir, { recursive: true, force: true }) }
+const stop = () => { server.kill('SIGTERM'); ceiling.kill('SIGTERM'); rmSync(dataDir, { recursive: true, force: true }) }
 process.on('exit', stop)
 
 async function waitReady () {
@@ -56,6 +71,13 @@ async function run (name: string, path: string, opts: Partial<autocannon.Options
   return { name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors, non2xx: r.non2xx }
 }
 
+/** The same measurement against any URL (the ceiling process). */
+async function runUrl (name: string, url: string, opts: Partial<autocannon.Options> = {}): Promise<Row> {
+  await autocannon({ url, connections: CONNECTIONS, duration: 1, ...opts })
+  const r = await autocannon({ url, connections: CONNECTIONS, duration: SECONDS, ...opts })
+  return { name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors, non2xx: r.non2xx }
+}
+
 await waitReady()
 const email = `bench-${Date.now()}@example.com`
 const password = 'Bench-Passw0rd-1'
@@ -69,7 +91,10 @@ for (let i = 0; i < 20; i++) {
 const rows: Row[] = []
 rows.push(await run('GET /health/live (baseline)', '/health/live'))
 rows.push(await run('GET /health/ready (db ping)', '/health/ready'))
-rows.push(await run('GET /api/auth/me (JWT + cached session check + user read)', '/api/auth/me', { headers: auth }))
+const ceilingRow = await runUrl('GET /verify on a bare Fastify route that only verifies the token (ceiling)', `http://127.0.0.1:${CEILING_PORT}/verify`, { headers: auth })
+rows.push(ceilingRow)
+const meRow = await run('GET /api/auth/me (JWT + cached session check and user)', '/api/auth/me', { headers: auth })
+rows.push(meRow)
 rows.push(await run('GET /api/:userId/tasks?limit=10 (JWT + list + count)', `/api/${user.id}/tasks?limit=10`, { headers: auth }))
 rows.push(await run('POST /api/auth/login (argon2id verify + session)', '/api/auth/login', {
   method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email, password }), connections: 8
@@ -82,5 +107,6 @@ console.log('|---|---:|---:|---:|---:|---:|---:|')
 for (const r of rows) {
   console.log(`| ${r.name} | ${Math.round(r.rps)} | ${(r.rps / baseline).toFixed(3)} | ${r.p50} | ${r.p99} | ${r.errors} | ${r.non2xx} |`)
 }
+console.log(`\nGET /api/auth/me ÷ the verify-only ceiling: ${(meRow.rps / ceilingRow.rps).toFixed(3)} (target ≥ 0.6)`)
 stop()
 process.exit(0)
