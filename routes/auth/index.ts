@@ -192,9 +192,11 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 200: Type.Ref('User'), ...errors(401) }
     }
   }, async (request) => {
-    // From the session check the guard just made (cached per instance): no second query.
+    // From the session check the guard just made (cached per instance): no second query. The
+    // guard lets only a live session through, and a live session always has its user.
     const user = request.authSession?.user
-    return user === null || user === undefined ? accounts.getUser(request.user.sub) : toPublicUser(user)
+    if (user === null || user === undefined) throw new AppError('SESSION_REVOKED')
+    return toPublicUser(user)
   })
 }
 

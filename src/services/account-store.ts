@@ -217,7 +217,7 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
       if (after === undefined) return { kind: 'not_found' as const }
       const revoked = patch.isActive === false ? await revoke(tx, userId, reason, 'all') : []
       await forgetSessionsOf(tx, userId)
-      return { kind: 'updated' as const, before, after, revoked: revoked.length }
+      return { kind: 'updated' as const, actor: locked.actor, before, after, revoked: revoked.length }
     },
 
     /** Users whose email contains `q` (case-insensitive), oldest first, and how many match. */

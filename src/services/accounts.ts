@@ -181,12 +181,6 @@ export function createAccountService (deps: {
     async revokeSession (userId: string, sessionId: string, ctx: RequestContext): Promise<void> {
       const live = await endSession(userId, sessionId, 'revoked_by_user', ctx, { sessionId, via: 'sessions_api' })
       if (!live) throw new AppError('NOT_FOUND', 'Session not found')
-    },
-
-    async getUser (userId: string): Promise<PublicUser> {
-      const user = await store.userById(userId)
-      if (user === undefined) throw new AppError('SESSION_REVOKED')
-      return toPublicUser(user)
     }
   }
 }

@@ -125,9 +125,9 @@ export function createAdminService (deps: { db: Db, now: () => Date, store: Acco
       // Ids compare in their canonical (lower-case) form: an upper-case spelling of one's own id
       // is still oneself.
       const userId = targetId.toLowerCase()
-      const email = await actorEmail(actor)
-      const refused = (failureReason: string) => audit.record({
-        type: 'admin_user_updated', ctx: actor.ctx, userId: actor.userId, email, success: false, failureReason,
+      // The acting admin's email for a refusal; a success reads it from the row it locked.
+      const refused = async (failureReason: string) => audit.record({
+        type: 'admin_user_updated', ctx: actor.ctx, userId: actor.userId, email: await actorEmail(actor), success: false, failureReason,
         metadata: { targetUserId: userId, requested: patch }
       })
       if (userId === actor.userId.toLowerCase() && (patch.isActive === false || patch.role === 'user')) {
@@ -138,6 +138,7 @@ export function createAdminService (deps: { db: Db, now: () => Date, store: Acco
         const updated = await store.updateStatus(tx, actor.userId, userId, patch, 'deactivated_by_admin')
         if (updated.kind !== 'updated') return updated.kind
         const { before, after, revoked } = updated
+        const email = updated.actor.email
         const changes: Record<string, { from: unknown, to: unknown }> = {}
         if (patch.isActive !== undefined) changes.isActive = { from: before.isActive, to: after.isActive }
         if (patch.role !== undefined) changes.role = { from: before.role, to: after.role }
@@ -168,20 +169,19 @@ export function createAdminService (deps: { db: Db, now: () => Date, store: Acco
     /** Incident response: every session of the user revoked at once (by an admin who still is one). */
     async revokeUserSessions (actor: Actor, targetId: string): Promise<number> {
       const userId = targetId.toLowerCase()
-      const email = await actorEmail(actor)
       const result = await transaction(db, async (tx) => {
         const locked = await store.lockActorAndUser(tx, actor.userId, userId)
         if (locked.kind !== 'ok') return locked.kind
         const ids = await store.revokeAllSessions(tx, userId, 'revoked_by_admin')
         await audit.record({
-          type: 'admin_sessions_revoked', ctx: actor.ctx, userId: actor.userId, email, success: true,
+          type: 'admin_sessions_revoked', ctx: actor.ctx, userId: actor.userId, email: locked.actor.email, success: true,
           metadata: { targetUserId: locked.user.id, targetEmail: locked.user.email, revokedSessions: ids.length }
         }, tx)
         return ids.length
       })
       if (typeof result === 'number') return result
       await audit.record({
-        type: 'admin_sessions_revoked', ctx: actor.ctx, userId: actor.userId, email, success: false,
+        type: 'admin_sessions_revoked', ctx: actor.ctx, userId: actor.userId, email: await actorEmail(actor), success: false,
         failureReason: result === 'not_found' ? 'user_not_found' : 'not_admin', metadata: { targetUserId: userId }
       })
       if (result === 'actor_not_admin') throw new AppError('ADMIN_REQUIRED')
