@@ -1,5 +1,5 @@
 import { and, count, desc, eq, gt, ilike, inArray, isNull, lt, lte, ne, or, sql } from 'drizzle-orm'
-import type { Db, Queryable, Tx } from '../db/client.ts'
+import { type Db, type Queryable, rowsOf, type Tx } from '../db/client.ts'
 import { refreshTokens, sessions, users, type RefreshTokenRow, type SessionRow, type UserRow } from '../db/schema.ts'
 import { afterCommit } from '../db/transaction.ts'
 import type { RequestContext } from './audit.ts'
@@ -53,6 +53,13 @@ export const REVOCATION_CHANNEL = 'gatehouse.sessions.changed'
 /** Ids per message: PostgreSQL NOTIFY payloads must stay under 8000 bytes. */
 const IDS_PER_MESSAGE = 150
 const UUID_LIST = /^[0-9a-f-]{36}(,[0-9a-f-]{36})*$/
+
+/** A `text[]` from a raw query: parsed already (postgres.js), or PostgreSQL's `{a,b}` (when it is not). */
+function parseTextArray (value: string[] | string): string[] {
+  if (Array.isArray(value)) return value
+  const inner = value.replace(/^\{|\}$/g, '')
+  return inner === '' ? [] : inner.split(',').map((v) => v.replace(/^"|"$/g, ''))
+}
 
 /**
  * The one owner of the `users`, `sessions` and `refresh_tokens` tables (after supabase/auth's
@@ -418,6 +425,89 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
       await tx.update(refreshTokens).set({ rotatedAt: t }).where(eq(refreshTokens.id, parent.id))
       const [updated] = await tx.update(sessions).set({ lastUsedAt: t, expiresAt }).where(eq(sessions.id, session.id)).returning()
       return updated ?? session
+    },
+
+    /**
+     * The common refresh in one statement, so one round trip and no BEGIN/COMMIT: a live token
+     * is rotated (its successor inserted, the parent marked rotated, the session's last use and
+     * expiry moved on) and the audit row `refresh` written, under the same locks and in the same
+     * order as `lockRefreshToken` (user → session → token: each CTE's check waits for the one
+     * before it, and PostgreSQL re-reads a locked row before its conditions are checked, so a
+     * concurrent rotation, revocation or deactivation is seen). Returns undefined, having
+     * written nothing, when the token is not the live token of a live session of an active user:
+     * the caller then classifies it under `lockRefreshToken` (the grace window, reuse, ended,
+     * unknown). The audit row's columns are audit.ts's `auth_events`; the statement writes it so
+     * that the refresh and its record commit together.
+     */
+    async rotateLiveRefreshToken (input: {
+      hash: string
+      successorHash: string
+      expiresAt: Date
+      ctx: RequestContext
+    }): Promise<{ user: PublicUserRow, session: Pick<SessionRow, 'id' | 'amr'> } | undefined> {
+      const t = now().toISOString()
+      const expiresAt = input.expiresAt.toISOString()
+      const ip = input.ctx.ip
+      const userAgent = input.ctx.userAgent?.slice(0, 512) ?? null
+      const result = await db.execute(sql`
+        with found as materialized (
+          select id, session_id, user_id from refresh_tokens where token_hash = ${input.hash}
+        ), u as materialized (
+          select id, email, role, is_active, mfa_enabled, password_must_change, created_at, last_login_at
+          from users where id = (select user_id from found) and is_active
+          for no key update
+        ), s as materialized (
+          select id from sessions
+          where id = (select session_id from found) and exists (select 1 from u)
+            and revoked_at is null and expires_at > ${t}::timestamptz
+          for update
+        ), parent as materialized (
+          select id from refresh_tokens
+          where id = (select id from found) and exists (select 1 from s)
+            and rotated_at is null and revoked_at is null and expires_at > ${t}::timestamptz
+          for update
+        ), rotated as (
+          update refresh_tokens set rotated_at = ${t}::timestamptz
+          where id = (select id from parent)
+          returning id, session_id, user_id
+        ), successor as (
+          insert into refresh_tokens (session_id, user_id, token_hash, parent_id, created_at, expires_at, ip_address)
+          select session_id, user_id, ${input.successorHash}, id, ${t}::timestamptz, ${expiresAt}::timestamptz, ${ip} from rotated
+          returning id
+        ), touched as (
+          update sessions set last_used_at = ${t}::timestamptz, expires_at = ${expiresAt}::timestamptz
+          where id = (select session_id from rotated)
+          returning id, amr
+        ), recorded as (
+          insert into auth_events (event_type, user_id, email, ip_address, user_agent, success, failure_reason, metadata, created_at)
+          select 'refresh', u.id, u.email, ${ip}, ${userAgent}, true, null, jsonb_build_object('sessionId', touched.id), ${t}::timestamptz
+          from touched, u
+          returning id
+        )
+        select touched.id as session_id, touched.amr, u.id, u.email, u.role, u.is_active, u.mfa_enabled, u.password_must_change,
+          (extract(epoch from u.created_at) * 1000)::float8 as created_ms,
+          (extract(epoch from u.last_login_at) * 1000)::float8 as last_login_ms,
+          (select count(*) from successor)::int as successors
+        from touched, u`)
+      const [row] = rowsOf<{
+        session_id: string, amr: string[] | string, id: string, email: string, role: Role, is_active: boolean, mfa_enabled: boolean,
+        password_must_change: boolean, created_ms: number, last_login_ms: number | null, successors: number
+      }>(result)
+      if (row === undefined) return undefined
+      if (row.successors !== 1) throw new Error('rotateLiveRefreshToken: the successor was not inserted')
+      return {
+        session: { id: row.session_id, amr: parseTextArray(row.amr) },
+        user: {
+          id: row.id,
+          email: row.email,
+          role: row.role,
+          isActive: row.is_active,
+          mfaEnabled: row.mfa_enabled,
+          passwordMustChange: row.password_must_change,
+          createdAt: new Date(Number(row.created_ms)),
+          lastLoginAt: row.last_login_ms === null ? null : new Date(Number(row.last_login_ms))
+        }
+      }
     },
 
     /** A refresh within the grace window: only the session's last use moves. */

@@ -74,7 +74,7 @@ export function createAccountService (deps: {
 }) {
   const { db, passwords, audit, store } = deps
 
-  function authResult (user: UserRow, sessionId: string, amr: Amr[], refresh: IssuedRefreshToken): AuthResult {
+  function authResult (user: PublicUserRow, sessionId: string, amr: Amr[], refresh: IssuedRefreshToken): AuthResult {
     return {
       body: {
         user: toPublicUser(user),

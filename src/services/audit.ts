@@ -50,6 +50,11 @@ export function createAuditLog (deps: { db: Queryable, now: () => Date, telemetr
         createdAt: deps.now()
       })
       afterCommit(tx, () => counter.inc({ type: event.type, outcome: event.success ? 'success' : 'failure' }))
+    },
+
+    /** Counts an event a single statement wrote with its own change (the rotation), once committed. */
+    count (type: EventType, success: boolean): void {
+      counter.inc({ type, outcome: success ? 'success' : 'failure' })
     }
   }
 }

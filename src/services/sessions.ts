@@ -3,7 +3,7 @@ import type { Db, Tx } from '../db/client.ts'
 import type { RefreshTokenRow, SessionRow, UserRow } from '../db/schema.ts'
 import { transaction } from '../db/transaction.ts'
 import { AppError } from '../errors.ts'
-import type { AccountStore, Amr, FoundRefreshToken, LockedFamily } from './account-store.ts'
+import type { AccountStore, Amr, FoundRefreshToken, LockedFamily, PublicUserRow } from './account-store.ts'
 import type { AuditLog, RequestContext } from './audit.ts'
 import { hashOpaqueToken, newOpaqueToken, OPAQUE_TOKEN_FORMAT } from './opaque-tokens.ts'
 import type { Outbox } from './outbox.ts'
@@ -153,7 +153,20 @@ export function createSessionService (deps: {
      * locks (user → session → token), so parallel refreshes with one token all see the first
      * rotation and get its successor.
      */
-    async rotate (token: string, ctx: RequestContext) {
+    async rotate (token: string, ctx: RequestContext): Promise<{ session: Pick<SessionRow, 'id' | 'amr'>, user: PublicUserRow, refresh: IssuedRefreshToken }> {
+      if (!OPAQUE_TOKEN_FORMAT.test(token)) throw new AppError('REFRESH_TOKEN_INVALID')
+      // The common case, a live token, in one statement (one round trip); anything else (the
+      // grace window, reuse, an ended session, a token never issued) by the rules below.
+      const successor = successorOf(token)
+      const expiresAt = new Date(now().getTime() + lifetimeMs)
+      const rotated = await store.rotateLiveRefreshToken({
+        hash: hashOpaqueToken(token), successorHash: hashOpaqueToken(successor), expiresAt, ctx
+      })
+      if (rotated !== undefined) {
+        audit.count('refresh', true)
+        return { ...rotated, refresh: { token: successor, expiresAt } }
+      }
+
       const found = await lookUp(token)
       if (found === undefined) throw new AppError('REFRESH_TOKEN_INVALID')
 
@@ -166,9 +179,7 @@ export function createSessionService (deps: {
           return { kind: 'reused' }
         }
         const { family, user, session } = p
-        const successor = successorOf(token)
         if (p.kind === 'live') {
-          const expiresAt = new Date(t.getTime() + lifetimeMs)
           const updated = await store.rotateRefreshToken(tx, family, successor, ctx, expiresAt)
           await audit.record({ type: 'refresh', ctx, userId: user.id, email: user.email, success: true, metadata: { sessionId: session.id } }, tx)
           return { kind: 'ok', session: updated, user, refresh: { token: successor, expiresAt } }

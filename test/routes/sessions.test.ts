@@ -79,8 +79,16 @@ t.test('refresh rotates: new cookie, new access token for the same session, the 
   t.ok(rows[0]?.rotatedAt, 'parent marked rotated')
   const [sess] = await app.db.select().from(sessions)
   t.equal(sess?.lastUsedAt.toISOString(), clock.now().toISOString())
+  t.equal(sess?.expiresAt.toISOString(), new Date(clock.now().getTime() + 7 * 86_400_000).toISOString(), 'the session lives on from this refresh')
+  t.equal(rows[1]?.ipAddress, '10.0.0.7', 'the successor records where it was issued')
+  t.equal(rows[1]?.expiresAt.toISOString(), sess?.expiresAt.toISOString())
   const [event] = await app.db.select().from(authEvents).where(eq(authEvents.eventType, 'refresh'))
-  t.match(event, { userId: s.userId, ipAddress: '10.0.0.7', success: true })
+  t.match(event, {
+    userId: s.userId, email: s.email, ipAddress: '10.0.0.7', userAgent: 'ua', success: true, failureReason: null,
+    metadata: { sessionId: sidOf(s.accessToken) }, createdAt: clock.now()
+  })
+  const metrics = (await app.inject({ url: '/metrics' })).body
+  t.match(metrics, /gatehouse_auth_events_total\{type="refresh",outcome="success"\} 1\n/, 'counted once')
 
   clock.advance(11_000) // past the 10 s grace window
   const reuse = await refresh(app, s.cookie)
@@ -137,6 +145,28 @@ t.test('20 parallel refreshes with one cookie all succeed with one and the same 
   t.equal(tokens.filter((r) => r.rotatedAt === null && r.revokedAt === null).length, 1, 'one live token')
   const [successor] = values
   t.equal((await refresh(app, successor ?? '')).statusCode, 200, 'the shared successor works')
+})
+
+t.test('refreshes racing a logout-all: each rotates before it or is refused, and no token outlives it', async (t) => {
+  const app = await buildTestApp(t)
+  const s = await session(app)
+  const other = await app.inject({ method: 'POST', url: '/api/auth/login', payload: { email: s.email, password: PASSWORD } })
+  const otherCookie = refreshCookieOf(other)?.value ?? ''
+  const [logoutAll, ...refreshes] = await Promise.all([
+    app.inject({ method: 'POST', url: '/api/auth/logout-all', headers: bearer(s.accessToken) }),
+    ...Array.from({ length: 10 }, (_, i) => refresh(app, i % 2 === 0 ? s.cookie : otherCookie))
+  ])
+  t.equal(logoutAll?.statusCode, 200)
+  for (const r of refreshes) t.ok(r.statusCode === 200 || r.statusCode === 401, `refresh: ${r.statusCode}`)
+  const live = await app.db.select().from(refreshTokens).where(and(isNull(refreshTokens.revokedAt), isNull(refreshTokens.rotatedAt)))
+  t.same(live, [], 'no live refresh token is left')
+  t.same(await app.db.select().from(sessions).where(isNull(sessions.revokedAt)), [], 'no live session is left')
+  for (const r of refreshes.filter((r) => r.statusCode === 200)) {
+    assertError(t, await refresh(app, refreshCookieOf(r)?.value ?? ''), 401, 'REFRESH_TOKEN_INVALID')
+  }
+  const children = await app.db.select().from(refreshTokens)
+  t.equal(new Set(children.map((r) => r.parentId).filter((p) => p !== null)).size, children.filter((r) => r.parentId !== null).length,
+    'at most one successor per parent')
 })
 
 t.test('reuse of a stale token revokes every session of the user, records both IPs and queues the alert', async (t) => {
