@@ -18,6 +18,12 @@ export interface DbHandle {
   kind: 'postgres' | 'pglite'
   /** Runs the drizzle migrations (serialised across instances on PostgreSQL). */
   migrate: () => Promise<void>
+  /**
+   * How many migrations the database has applied (the readiness check); throws when it is
+   * unreachable. On PostgreSQL it runs on a connection of its own, so a pool saturated by
+   * requests never delays the probe.
+   */
+  ping: () => Promise<number>
   /** Closes the connection(s); queries fail afterwards. */
   close: () => Promise<void>
   /**
@@ -59,9 +65,16 @@ export async function connectPostgres (url: string, opts: { max?: number } = {})
   })
   const db = drizzle(client, { schema }) as unknown as Db
   const listening: Array<{ unlisten: () => Promise<void> }> = []
+  // The readiness probe's own connection, opened at the first probe and kept.
+  let probe: ReturnType<typeof postgres> | undefined
   return {
     db,
     kind: 'postgres',
+    async ping () {
+      probe ??= postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 10, connection: { application_name: 'gatehouse-health' } })
+      const [row] = await probe<Array<{ n: number }>>`select count(*)::int as n from drizzle.__drizzle_migrations`
+      return row?.n ?? 0
+    },
     broadcast: {
       publish: async (channel, message) => { await client.notify(channel, message) },
       // postgres.js listens on a connection of its own and listens again after a reconnect.
@@ -86,7 +99,7 @@ export async function connectPostgres (url: string, opts: { max?: number } = {})
     },
     close: async () => {
       await Promise.all(listening.splice(0).map((l) => l.unlisten().catch(() => {})))
-      await client.end({ timeout: 5 })
+      await Promise.all([client.end({ timeout: 5 }), probe?.end({ timeout: 5 })])
     }
   }
 }
@@ -110,6 +123,7 @@ export async function connectPglite (dataDir?: string, opts: { from?: Blob } = {
     kind: 'pglite',
     broadcast: localBroadcast(),
     migrate: () => migrate(db, { migrationsFolder: migrationsFolder() }),
+    ping: () => appliedMigrationCount(db as unknown as Db),
     close: async () => { if (!client.closed) await client.close() },
     snapshot: () => client.dumpDataDir('gzip')
   }

@@ -1,4 +1,5 @@
 import { type AddressInfo, connect } from 'node:net'
+import { sql } from 'drizzle-orm'
 import inject from 'light-my-request'
 import t from 'tap'
 import { buildTestApp, logCapture, openTestDb } from '../helper.ts'
@@ -33,6 +34,36 @@ t.test('readiness is 503 while migrations are not applied', async (t) => {
   const res = await app.inject({ url: '/health/ready' })
   t.equal(res.statusCode, 503)
   t.same(res.json(), { status: 'unavailable', checks: { db: 'down' } })
+})
+
+t.test('probes that arrive together share one database check', async (t) => {
+  const db = await openTestDb()
+  t.teardown(() => db.drop())
+  let checks = 0
+  const ping = db.ping
+  const app = await buildTestApp(t, { db: { ...db, ping: () => { checks++; return ping() } } })
+  const res = await Promise.all(Array.from({ length: 20 }, () => app.inject({ url: '/health/ready' })))
+  t.same(res.map((r) => r.statusCode), Array(20).fill(200))
+  t.ok(checks >= 1 && checks < 20, `20 probes, ${checks} database check(s)`)
+  const before = checks
+  await app.inject({ url: '/health/ready' })
+  t.equal(checks, before + 1, 'a later probe checks again: results are not cached')
+})
+
+t.test('readiness answers at once while every pooled connection is busy (PostgreSQL)', { skip: process.env.TEST_DATABASE_URL === undefined && 'the embedded database has one connection, on the main thread' }, async (t) => {
+  const db = await openTestDb()
+  t.teardown(() => db.drop())
+  const app = await buildTestApp(t, { db, env: { HEALTH_DB_TIMEOUT_MS: '500' } })
+  // Ten slow queries hold all ten connections of the request pool.
+  // (drizzle's queries start when awaited: the async function awaits each at once.)
+  const busy = Array.from({ length: 10 }, async () => db.db.execute(sql`select pg_sleep(1.5)`))
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  const started = performance.now()
+  const res = await app.inject({ url: '/health/ready' })
+  const took = performance.now() - started
+  t.equal(res.statusCode, 200, 'ready: the probe does not queue behind the pool')
+  t.ok(took < 500, `answered in ${took.toFixed(0)} ms`)
+  await Promise.all(busy)
 })
 
 t.test('readiness turns 503 as soon as shutdown starts', async (t) => {
