@@ -3,6 +3,7 @@ import fp from 'fastify-plugin'
 import { AppError } from '../src/errors.ts'
 import { UUID_PATTERN } from '../src/schemas/common.ts'
 import type { SessionState } from '../src/services/account-store.ts'
+import type { AccessTokenPayload } from './jwt.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -29,6 +30,8 @@ declare module 'fastify' {
 }
 
 const UUID = new RegExp(UUID_PATTERN)
+const MAX_VERIFIED = 10_000
+const VERIFIED_TTL_MS = 60_000
 
 function tokenError (err: unknown): AppError {
   const code = (err as { code?: string }).code
@@ -47,15 +50,32 @@ async function auth (fastify: FastifyInstance) {
 
   fastify.decorateRequest('authSession', null)
 
+  /**
+   * Verified access tokens by the exact Authorization header that carried them, until their exp
+   * (at most a minute): a client sends the same token for many requests, and a hit skips the
+   * decoding and the signature check. Only the very same string hits, so nothing unverified can
+   * pass; the keys are the process's own (configuration), so a hit is what a check would say.
+   * The session and user checks below still run on every request.
+   */
+  const verified = new Map<string, { claims: AccessTokenPayload, until: number }>()
+
   async function authenticate (request: FastifyRequest): Promise<{ role: 'user' | 'admin' }> {
     const header = request.headers.authorization
     if (header === undefined || header.trim() === '') throw new AppError('AUTH_REQUIRED')
     // Present but not a Bearer token (Basic, a bare token, …) is an invalid credential, not a missing one.
     if (!/^Bearer [^\s]+$/i.test(header.trim())) throw new AppError('TOKEN_INVALID')
-    try {
-      await request.jwtVerify()
-    } catch (err) {
-      throw tokenError(err)
+    const nowMs = Date.now() // the clock the token's exp is checked with (fast-jwt's)
+    const hit = verified.get(header)
+    if (hit !== undefined && hit.until > nowMs) {
+      request.user = hit.claims
+    } else {
+      try {
+        await request.jwtVerify()
+      } catch (err) {
+        throw tokenError(err)
+      }
+      if (verified.size >= MAX_VERIFIED) verified.clear()
+      verified.set(header, { claims: request.user, until: Math.min(request.user.exp * 1000, nowMs + VERIFIED_TTL_MS) })
     }
     const { sub, sid, amr } = request.user
     if (typeof sub !== 'string' || !UUID.test(sub) || typeof sid !== 'string' || !UUID.test(sid) || !Array.isArray(amr)) {

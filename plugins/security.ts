@@ -2,7 +2,7 @@ import { IncomingMessage, ServerResponse } from 'node:http'
 import { createRequire } from 'node:module'
 import { Socket } from 'node:net'
 import cors from '@fastify/cors'
-import helmet, { type FastifyHelmetOptions } from '@fastify/helmet'
+import type { FastifyHelmetOptions } from '@fastify/helmet'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 
@@ -34,14 +34,22 @@ function helmetHeaders (options: FastifyHelmetOptions): Readonly<Record<string, 
 /** Every security header of an API response, lower-case names: one source of truth. */
 export const SECURITY_HEADERS = helmetHeaders(HELMET_OPTIONS)
 
+const HEADER_ENTRIES = Object.entries(SECURITY_HEADERS)
+
 /**
- * Security headers (helmet) and CORS. Only origins listed in CORS_ORIGINS get CORS headers,
- * and they get them with credentials, so a browser app there can send the refresh cookie.
- * @see https://github.com/fastify/fastify-helmet
+ * Security headers and CORS. The headers are helmet's with HELMET_OPTIONS, computed once at
+ * start-up (SECURITY_HEADERS): @fastify/helmet ran helmet's middleware chain on every request,
+ * parsing the CSP directives again each time, a tenth of the CPU of an authenticated read. The
+ * same hook sets `x-request-id`. Only origins listed in CORS_ORIGINS get CORS headers, and they
+ * get them with credentials, so a browser app there can send the refresh cookie.
  * @see https://github.com/fastify/fastify-cors
  */
 async function security (fastify: FastifyInstance) {
-  await fastify.register(helmet, HELMET_OPTIONS)
+  fastify.addHook('onRequest', (request, reply, done) => {
+    for (const [name, value] of HEADER_ENTRIES) reply.header(name, value)
+    reply.header('x-request-id', request.id)
+    done()
+  })
   const allowed = new Set(fastify.config.CORS_ORIGINS)
   await fastify.register(cors, {
     origin: (origin, cb) => cb(null, origin !== undefined && allowed.has(origin)),

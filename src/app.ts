@@ -20,7 +20,7 @@ import routes from '../routes/index.ts'
 import type { Config } from './config.ts'
 import type { DbHandle } from './db/client.ts'
 import type { Mailer } from './services/mailer.ts'
-import { loggerOptions } from './logger.ts'
+import { loggerOptions, requestLogger } from './logger.ts'
 import { ErrorSchema } from './schemas/common.ts'
 import { UserSchema } from './schemas/auth.ts'
 import { TaskSchema } from './schemas/tasks.ts'
@@ -123,6 +123,7 @@ export async function buildApp (opts: BuildAppOptions) {
   const app = Fastify({
     schemaController: { compilersFactory: { buildSerializer: sharedSerializers } },
     logger: opts.logger ?? loggerOptions(config.LOG_LEVEL),
+    childLoggerFactory: requestLogger,
     bodyLimit: config.BODY_LIMIT_BYTES,
     trustProxy: trustProxyOption(config.TRUST_PROXY),
     // A caller's X-Request-Id is kept when it is sane, so logs join up across services.
@@ -136,7 +137,7 @@ export async function buildApp (opts: BuildAppOptions) {
     // contract's shape (Fastify's own 503 would not be), the rest finish normally.
     return503OnClosing: false,
     // Errors Fastify raises before routing (a malformed URL) bypass the error handler.
-    // Its onRequest hooks (helmet's among them) have not run: the security headers come from here.
+    // Its onRequest hooks (the security headers' among them) have not run: the headers come from here.
     frameworkErrors: (error, _request, reply: FastifyReply) => {
       const out = toErrorBody(error)
       reply.code(out.statusCode).headers(SECURITY_HEADERS).send(out)
@@ -180,7 +181,6 @@ export async function buildApp (opts: BuildAppOptions) {
     drainTimer.unref()
   })
   app.addHook('onClose', async () => { clearTimeout(drainTimer) })
-  app.addHook('onRequest', async (request, reply) => { reply.header('x-request-id', request.id) })
   app.addSchema(ErrorSchema)
   app.addSchema(UserSchema)
   app.addSchema(TaskSchema)

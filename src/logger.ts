@@ -1,4 +1,4 @@
-import type { FastifyServerOptions } from 'fastify'
+import type { FastifyBaseLogger, FastifyServerOptions } from 'fastify'
 
 /**
  * pino paths that never reach a log line: credentials in headers, and any field that could
@@ -98,3 +98,60 @@ export function loggerOptions (level: string, stream?: NodeJS.WritableStream): F
     }
   }
 }
+
+type Bindings = Record<string, unknown>
+type ChildOptions = { level?: string }
+
+/**
+ * A request's logger that becomes a pino child only when something is logged at an enabled level.
+ * Fastify makes a child logger for every request (to bind its reqId); with the redaction paths
+ * above, pino redacts those bindings on every child, which was the costliest part of a request that
+ * logs nothing (every request at LOG_LEVEL=warn that succeeds). The level is the route's `logLevel`
+ * when it has one, as with Fastify's own children.
+ */
+class RequestLogger {
+  #parent: FastifyBaseLogger
+  #bindings: Bindings
+  #options: ChildOptions
+  #child: FastifyBaseLogger | undefined
+  #threshold: number
+
+  constructor (parent: FastifyBaseLogger, bindings: Bindings, options: ChildOptions) {
+    this.#parent = parent
+    this.#bindings = bindings
+    this.#options = options
+    this.#threshold = levelValue(parent, options.level ?? parent.level)
+  }
+
+  #real (): FastifyBaseLogger {
+    this.#child ??= this.#parent.child(this.#bindings, this.#options)
+    return this.#child
+  }
+
+  #log (level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace', args: unknown[]): void {
+    if (this.#child === undefined && levelValue(this.#parent, level) < this.#threshold) return
+    ;(this.#real()[level] as (...a: unknown[]) => void)(...args)
+  }
+
+  get level (): string { return this.#child?.level ?? this.#options.level ?? this.#parent.level }
+  set level (level: string) { this.#real().level = level }
+  fatal (...args: unknown[]) { this.#log('fatal', args) }
+  error (...args: unknown[]) { this.#log('error', args) }
+  warn (...args: unknown[]) { this.#log('warn', args) }
+  info (...args: unknown[]) { this.#log('info', args) }
+  debug (...args: unknown[]) { this.#log('debug', args) }
+  trace (...args: unknown[]) { this.#log('trace', args) }
+  silent () {}
+  child (bindings: Bindings, options?: ChildOptions) { return this.#real().child(bindings, options) }
+  isLevelEnabled (level: string): boolean { return levelValue(this.#parent, level) >= levelValue(this.#parent, this.level) }
+  bindings (): Bindings { return (this.#real() as unknown as { bindings: () => Bindings }).bindings() }
+}
+
+function levelValue (logger: FastifyBaseLogger, level: string): number {
+  const values = (logger as unknown as { levels?: { values: Record<string, number> } }).levels?.values
+  return values?.[level] ?? (level === 'silent' ? Number.POSITIVE_INFINITY : 0)
+}
+
+/** Fastify's `childLoggerFactory`: see RequestLogger. */
+export const requestLogger: NonNullable<FastifyServerOptions['childLoggerFactory']> = (logger, bindings, options) =>
+  new RequestLogger(logger, bindings, options as ChildOptions) as unknown as FastifyBaseLogger

@@ -56,3 +56,23 @@ t.test('request ids: a sane X-Request-Id is kept and echoed, anything else repla
   const generated = await app.inject({ url: '/health/live' })
   t.match(generated.headers['x-request-id'], /^[0-9a-f-]{36}$/)
 })
+
+t.test('request loggers: lines at enabled levels carry the request id; a route\'s own level holds', async (t) => {
+  const logs = logCapture()
+  const app = await buildTestApp(t, {
+    logger: loggerOptions('info', logs.stream),
+    setup: (app) => {
+      app.get('/noisy', async (request) => {
+        request.log.debug('not at info')
+        request.log.warn({ detail: 1 }, 'a warning')
+        return { ok: true }
+      })
+    }
+  })
+  await app.inject({ url: '/noisy', headers: { 'x-request-id': 'req-noisy-1' } })
+  await app.inject({ url: '/health/live', headers: { 'x-request-id': 'req-health-1' } })
+  const lines = logs.lines.map((l) => JSON.parse(l) as { reqId?: string, msg?: string, level: number })
+  const noisy = lines.filter((l) => l.reqId === 'req-noisy-1').map((l) => l.msg)
+  t.same(noisy, ['incoming request', 'a warning', 'request completed'], 'info and warn, not debug, each with the request id')
+  t.same(lines.filter((l) => l.reqId === 'req-health-1'), [], 'the health route logs at warn only')
+})
