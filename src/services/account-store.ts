@@ -444,8 +444,10 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
       successorHash: string
       expiresAt: Date
       ctx: RequestContext
+      /** The request's time: rotated_at, last use, and the limits the token and session must be within. */
+      t: Date
     }): Promise<{ user: PublicUserRow, session: Pick<SessionRow, 'id' | 'amr'> } | undefined> {
-      const t = now().toISOString()
+      const t = input.t.toISOString()
       const expiresAt = input.expiresAt.toISOString()
       const ip = input.ctx.ip
       const userAgent = input.ctx.userAgent?.slice(0, 512) ?? null
@@ -486,15 +488,13 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
         )
         select touched.id as session_id, touched.amr, u.id, u.email, u.role, u.is_active, u.mfa_enabled, u.password_must_change,
           (extract(epoch from u.created_at) * 1000)::float8 as created_ms,
-          (extract(epoch from u.last_login_at) * 1000)::float8 as last_login_ms,
-          (select count(*) from successor)::int as successors
-        from touched, u`)
+          (extract(epoch from u.last_login_at) * 1000)::float8 as last_login_ms
+        from touched, u, successor`)
       const [row] = rowsOf<{
         session_id: string, amr: string[] | string, id: string, email: string, role: Role, is_active: boolean, mfa_enabled: boolean,
-        password_must_change: boolean, created_ms: number, last_login_ms: number | null, successors: number
+        password_must_change: boolean, created_ms: number, last_login_ms: number | null
       }>(result)
       if (row === undefined) return undefined
-      if (row.successors !== 1) throw new Error('rotateLiveRefreshToken: the successor was not inserted')
       return {
         session: { id: row.session_id, amr: parseTextArray(row.amr) },
         user: {

@@ -157,10 +157,13 @@ export function createSessionService (deps: {
       if (!OPAQUE_TOKEN_FORMAT.test(token)) throw new AppError('REFRESH_TOKEN_INVALID')
       // The common case, a live token, in one statement (one round trip); anything else (the
       // grace window, reuse, an ended session, a token never issued) by the rules below.
+      // One clock reading for the whole request, taken when it arrives: a refresh that waited on
+      // a lock is judged (the grace window) by when it was sent, as its racing twin was.
+      const t = now()
       const successor = successorOf(token)
-      const expiresAt = new Date(now().getTime() + lifetimeMs)
+      const expiresAt = new Date(t.getTime() + lifetimeMs)
       const rotated = await store.rotateLiveRefreshToken({
-        hash: hashOpaqueToken(token), successorHash: hashOpaqueToken(successor), expiresAt, ctx
+        hash: hashOpaqueToken(token), successorHash: hashOpaqueToken(successor), expiresAt, ctx, t
       })
       if (rotated !== undefined) {
         audit.count('refresh', true)
@@ -171,7 +174,6 @@ export function createSessionService (deps: {
       if (found === undefined) throw new AppError('REFRESH_TOKEN_INVALID')
 
       const outcome = await transaction(db, async (tx): Promise<RotateOutcome> => {
-        const t = now()
         const p = await classify(tx, token, found, t)
         if (p.kind === 'unknown' || p.kind === 'ended') return { kind: 'invalid' }
         if (p.kind === 'reused') {
