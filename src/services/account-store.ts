@@ -54,6 +54,31 @@ export const REVOCATION_CHANNEL = 'gatehouse.sessions.changed'
 const IDS_PER_MESSAGE = 150
 const UUID_LIST = /^[0-9a-f-]{36}(,[0-9a-f-]{36})*$/
 
+/** The columns of a `u` (users) row in a raw statement that `publicUserOf` reads. */
+const PUBLIC_USER_COLUMNS = sql.raw(`u.id, u.email, u.role, u.is_active, u.mfa_enabled, u.password_must_change,
+  (extract(epoch from u.created_at) * 1000)::float8 as created_ms,
+  (extract(epoch from u.last_login_at) * 1000)::float8 as last_login_ms`)
+interface RawPublicUser {
+  id: string
+  email: string
+  role: Role
+  is_active: boolean
+  mfa_enabled: boolean
+  password_must_change: boolean
+  created_ms: number
+  last_login_ms: number | null
+}
+const publicUserOf = (row: RawPublicUser): PublicUserRow => ({
+  id: row.id,
+  email: row.email,
+  role: row.role,
+  isActive: row.is_active,
+  mfaEnabled: row.mfa_enabled,
+  passwordMustChange: row.password_must_change,
+  createdAt: new Date(Number(row.created_ms)),
+  lastLoginAt: row.last_login_ms === null ? null : new Date(Number(row.last_login_ms))
+})
+
 /** A `text[]` from a raw query: parsed already (postgres.js), or PostgreSQL's `{a,b}` (when it is not). */
 function parseTextArray (value: string[] | string): string[] {
   if (Array.isArray(value)) return value
@@ -302,27 +327,47 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
     // ---- sessions ------------------------------------------------------------------------
 
     /**
-     * Opens a session (a login) with its first refresh token (stored as a hash), under the user
-     * lock, which the update of lastLoginAt takes. Returns the updated user and the session.
+     * Opens a session (a login) with its first refresh token (stored as a hash) and records the
+     * event (`login_success` or `signup`), in one statement: the update of lastLoginAt takes the
+     * user lock first and goes ahead only while the user is active (a deactivation that committed
+     * meanwhile is seen), then the session, the token and the audit row are inserted. In the
+     * caller's transaction when given one; on its own it is a transaction by itself, and one
+     * round trip. Returns the updated user and the session's id; undefined when the user is gone
+     * or deactivated.
      */
-    async openSession (tx: Tx, userId: string, input: { ctx: RequestContext, amr: Amr[], tokenHash: string, expiresAt: Date }) {
-      const t = now()
-      const [user] = await tx.update(users).set({ lastLoginAt: t }).where(eq(users.id, userId)).returning()
-      if (user === undefined) throw new Error('openSession: no such user')
-      const [session] = await tx.insert(sessions).values({
-        userId,
-        amr: input.amr,
-        ipAddress: input.ctx.ip,
-        userAgent: input.ctx.userAgent?.slice(0, 512) ?? null,
-        createdAt: t,
-        lastUsedAt: t,
-        expiresAt: input.expiresAt
-      }).returning()
-      if (session === undefined) throw new Error('session insert returned no row')
-      await tx.insert(refreshTokens).values({
-        sessionId: session.id, userId, tokenHash: input.tokenHash, parentId: null, createdAt: t, expiresAt: input.expiresAt, ipAddress: input.ctx.ip
-      })
-      return { user, session }
+    async openSession (q: Queryable, userId: string, input: {
+      ctx: RequestContext
+      amr: Amr[]
+      tokenHash: string
+      expiresAt: Date
+      record: { type: 'login_success' | 'signup', metadata: Record<string, unknown> | null }
+    }): Promise<{ user: PublicUserRow, sessionId: string } | undefined> {
+      const t = now().toISOString()
+      const expiresAt = input.expiresAt.toISOString()
+      const { ip } = input.ctx
+      const userAgent = input.ctx.userAgent?.slice(0, 512) ?? null
+      const amr = `{${input.amr.join(',')}}`
+      const metadata = input.record.metadata === null ? null : JSON.stringify(input.record.metadata)
+      const result = await q.execute(sql`
+        with u as (
+          update users set last_login_at = ${t}::timestamptz where id = ${userId} and is_active
+          returning id, email, role, is_active, mfa_enabled, password_must_change, created_at, last_login_at
+        ), s as (
+          insert into sessions (user_id, amr, ip_address, user_agent, created_at, last_used_at, expires_at)
+          select id, ${amr}::text[], ${ip}, ${userAgent}, ${t}::timestamptz, ${t}::timestamptz, ${expiresAt}::timestamptz from u
+          returning id
+        ), r as (
+          insert into refresh_tokens (session_id, user_id, token_hash, parent_id, created_at, expires_at, ip_address)
+          select s.id, ${userId}, ${input.tokenHash}, null, ${t}::timestamptz, ${expiresAt}::timestamptz, ${ip} from s
+          returning id
+        ), recorded as (
+          insert into auth_events (event_type, user_id, email, ip_address, user_agent, success, failure_reason, metadata, created_at)
+          select ${input.record.type}, u.id, u.email, ${ip}, ${userAgent}, true, null, ${metadata}::jsonb, ${t}::timestamptz from u
+          returning id
+        )
+        select s.id as session_id, ${PUBLIC_USER_COLUMNS} from s, u, r`)
+      const [row] = rowsOf<RawPublicUser & { session_id: string }>(result)
+      return row === undefined ? undefined : { user: publicUserOf(row), sessionId: row.session_id }
     },
 
     /** Revokes every live session of the user; returns the revoked session ids. */
@@ -486,28 +531,10 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
           from touched, u
           returning id
         )
-        select touched.id as session_id, touched.amr, u.id, u.email, u.role, u.is_active, u.mfa_enabled, u.password_must_change,
-          (extract(epoch from u.created_at) * 1000)::float8 as created_ms,
-          (extract(epoch from u.last_login_at) * 1000)::float8 as last_login_ms
-        from touched, u, successor`)
-      const [row] = rowsOf<{
-        session_id: string, amr: string[] | string, id: string, email: string, role: Role, is_active: boolean, mfa_enabled: boolean,
-        password_must_change: boolean, created_ms: number, last_login_ms: number | null
-      }>(result)
+        select touched.id as session_id, touched.amr, ${PUBLIC_USER_COLUMNS} from touched, u, successor`)
+      const [row] = rowsOf<RawPublicUser & { session_id: string, amr: string[] | string }>(result)
       if (row === undefined) return undefined
-      return {
-        session: { id: row.session_id, amr: parseTextArray(row.amr) },
-        user: {
-          id: row.id,
-          email: row.email,
-          role: row.role,
-          isActive: row.is_active,
-          mfaEnabled: row.mfa_enabled,
-          passwordMustChange: row.password_must_change,
-          createdAt: new Date(Number(row.created_ms)),
-          lastLoginAt: row.last_login_ms === null ? null : new Date(Number(row.last_login_ms))
-        }
-      }
+      return { session: { id: row.session_id, amr: parseTextArray(row.amr) }, user: publicUserOf(row) }
     },
 
     /** A refresh within the grace window: only the session's last use moves. */

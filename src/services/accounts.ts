@@ -1,5 +1,5 @@
 import type { UserRow } from '../db/schema.ts'
-import type { Db, Tx } from '../db/client.ts'
+import type { Db, Queryable } from '../db/client.ts'
 import { transaction } from '../db/transaction.ts'
 import { AppError } from '../errors.ts'
 import type { AuditLog, RequestContext } from './audit.ts'
@@ -99,10 +99,9 @@ export function createAccountService (deps: {
   }
 
   /** The end of every successful login: a session, lastLoginAt, the audit row, the tokens. */
-  async function completeLogin (tx: Tx, user: UserRow, amr: Amr[], ctx: RequestContext): Promise<AuthResult> {
-    const { user: updated, session, refresh } = await deps.sessions.create(tx, user.id, ctx, amr)
-    await audit.record({ type: 'login_success', ctx, userId: user.id, email: user.email, success: true, metadata: { amr } }, tx)
-    return authResult(updated, session.id, amr, refresh)
+  async function completeLogin (q: Queryable, user: UserRow, amr: Amr[], ctx: RequestContext): Promise<AuthResult> {
+    const { user: updated, sessionId, refresh } = await deps.sessions.create(q, user.id, ctx, amr)
+    return authResult(updated, sessionId, amr, refresh)
   }
 
   return {
@@ -115,17 +114,15 @@ export function createAccountService (deps: {
         // Two racing signups of one email give one row and one 409, no 500.
         const created = await store.insertUser(tx, { email, passwordHash })
         if (created === undefined) throw new AppError('EMAIL_TAKEN')
-        const { user, session, refresh } = await deps.sessions.create(tx, created.id, ctx, ['pwd'])
-        await audit.record({ type: 'signup', ctx, userId: user.id, email, success: true }, tx)
-        return authResult(user, session.id, ['pwd'], refresh)
+        const { user, sessionId, refresh } = await deps.sessions.create(tx, created.id, ctx, ['pwd'], 'signup')
+        return authResult(user, sessionId, ['pwd'], refresh)
       })
     },
 
     async login (input: { email: string, password: string }, ctx: RequestContext): Promise<AuthResult | MfaChallenge> {
       const email = normaliseEmail(input.email)
-      await deps.throttle.assertOpen(email, ctx)
-
-      const user = await store.userByEmail(email)
+      // The lockout check and the account's row at once (two connections, one wait).
+      const [, user] = await Promise.all([deps.throttle.assertOpen(email, ctx), store.userByEmail(email)])
       const ok = user === undefined
         ? await passwords.verifyDummy(input.password)
         : await passwords.verify(user.passwordHash, input.password)
@@ -148,7 +145,16 @@ export function createAccountService (deps: {
       }
       // A second factor is due: no session, no cookie, only a challenge token.
       if (user.mfaEnabled) return deps.mfa.startChallenge(user.id)
-      return transaction(db, (tx) => completeLogin(tx, user, ['pwd'], ctx))
+      // One statement (a transaction by itself): the session, its token, lastLoginAt and the record.
+      try {
+        return await completeLogin(db, user, ['pwd'], ctx)
+      } catch (err) {
+        // Deactivated while the password was being checked.
+        if (err instanceof AppError && err.code === 'ACCOUNT_DISABLED') {
+          await audit.record({ type: 'login_failure', ctx, userId: user.id, email, success: false, failureReason: 'account_disabled' })
+        }
+        throw err
+      }
     },
 
     /** The second step of a login with MFA: a TOTP code or a backup code for the challenge. */

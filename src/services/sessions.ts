@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto'
-import type { Db, Tx } from '../db/client.ts'
+import type { Db, Queryable, Tx } from '../db/client.ts'
 import type { RefreshTokenRow, SessionRow, UserRow } from '../db/schema.ts'
-import { transaction } from '../db/transaction.ts'
+import { afterCommit, transaction } from '../db/transaction.ts'
 import { AppError } from '../errors.ts'
 import type { AccountStore, Amr, FoundRefreshToken, LockedFamily, PublicUserRow } from './account-store.ts'
 import type { AuditLog, RequestContext } from './audit.ts'
@@ -138,14 +138,19 @@ export function createSessionService (deps: {
 
   return {
     /**
-     * Starts a session (a login) and its first refresh token, in the caller's transaction;
-     * updates the user's lastLoginAt. Returns the updated user, the session and the token.
+     * Starts a session (a login) and its first refresh token, updates the user's lastLoginAt and
+     * records `login_success` (with the amr) or `signup`: one statement, in the caller's
+     * transaction when given one. Throws ACCOUNT_DISABLED when the user was deactivated meanwhile.
      */
-    async create (tx: Tx, userId: string, ctx: RequestContext, amr: Amr[]) {
+    async create (q: Queryable, userId: string, ctx: RequestContext, amr: Amr[], event: 'login_success' | 'signup' = 'login_success') {
       const token = newOpaqueToken()
       const expiresAt = new Date(now().getTime() + lifetimeMs)
-      const { user, session } = await store.openSession(tx, userId, { ctx, amr, tokenHash: hashOpaqueToken(token), expiresAt })
-      return { user, session, refresh: { token, expiresAt } }
+      const opened = await store.openSession(q, userId, {
+        ctx, amr, tokenHash: hashOpaqueToken(token), expiresAt, record: { type: event, metadata: event === 'signup' ? null : { amr } }
+      })
+      if (opened === undefined) throw new AppError('ACCOUNT_DISABLED')
+      afterCommit(q, () => audit.count(event, true))
+      return { user: opened.user, sessionId: opened.sessionId, refresh: { token, expiresAt } }
     },
 
     /**

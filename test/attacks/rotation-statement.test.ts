@@ -11,7 +11,7 @@ import type { App } from '../../src/app.ts'
 import { authEvents, refreshTokens, sessions, users } from '../../src/db/schema.ts'
 import { transaction } from '../../src/db/transaction.ts'
 import type { Tx } from '../../src/db/client.ts'
-import { assertError, bearer, buildTestApp, refreshCookieIn, rowsOf, signup, signupAdmin, testClock, within } from '../helper.ts'
+import { assertError, bearer, buildTestApp, login, refreshCookieIn, rowsOf, signup, signupAdmin, testClock, within } from '../helper.ts'
 
 const onPostgres = process.env.TEST_DATABASE_URL !== undefined && process.env.TEST_DATABASE_URL !== ''
 
@@ -130,4 +130,23 @@ t.test('parallel refreshes of two sessions racing an admin deactivation and a lo
     const successors = new Set(refreshes.filter((r, j) => j % 2 === i && r.statusCode === 200).map((r) => refreshCookieIn(r)))
     t.ok(successors.size <= 1, `session ${i}: every 200 carries the one successor`)
   }
+})
+
+t.test('a login whose password checked out while an admin deactivated the account: 403, no session, no login recorded', async (t) => {
+  const app = await buildTestApp(t)
+  const admin = await signupAdmin(app)
+  const s = await signup(app)
+
+  let pending: ReturnType<typeof login> | undefined
+  await transaction(app.db, async (tx) => {
+    const updated = await app.services.store.updateStatus(tx, admin.user.id, s.user.id, { isActive: false }, 'deactivated_by_admin')
+    t.match(updated, { kind: 'updated', revoked: 1 })
+    pending = login(app, s.email)
+    await waitingForLocks(app, 1)
+  })
+  assertError(t, await (pending ?? login(app, s.email)), 403, 'ACCOUNT_DISABLED')
+  t.same(await app.db.select().from(sessions).where(and(eq(sessions.userId, s.user.id), isNull(sessions.revokedAt))), [], 'no live session')
+  t.same(await app.db.select().from(authEvents).where(and(eq(authEvents.userId, s.user.id), eq(authEvents.eventType, 'login_success'))), [], 'no login recorded')
+  const [refused] = await app.db.select().from(authEvents).where(and(eq(authEvents.userId, s.user.id), eq(authEvents.eventType, 'login_failure')))
+  t.match(refused, { success: false, failureReason: 'account_disabled', email: s.email }, 'the refusal is recorded')
 })
