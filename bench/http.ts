@@ -13,9 +13,13 @@
  * - POST /api/auth/refresh: a `SELECT … FOR UPDATE` + `INSERT` transaction through postgres.js
  *   (PostgreSQL only), every connection rotating its own cookie.
  * A second table has the health probes' latency during a login storm.
+ *
+ *   BENCH_ONLY=refresh …               # only some rows: me, tasks, login, refresh, health
+ *   BENCH_PROFILE=/tmp/prof …          # the service writes a CPU profile there when it stops
+ *   node bench/profile-top.mjs /tmp/prof/*.cpuprofile   # its top frames and packages
  */
 import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import autocannon from 'autocannon'
@@ -36,6 +40,8 @@ const CORES = cpus().length
 const base = `http://127.0.0.1:${PORT}`
 const root = new URL('..', import.meta.url).pathname
 const ceilings = join(root, 'bench/ceilings')
+const ONLY = process.env.BENCH_ONLY?.split(',').map((x) => x.trim())
+const want = (row: string) => ONLY === undefined || ONLY.includes(row)
 
 /** One secret for the service and the verify-only ceiling, so both verify the same token. */
 const JWT_SECRET = 'bench-secret-that-is-long-enough-for-hs256-0123456789'
@@ -55,8 +61,8 @@ const shared = {
 const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-bench-'))
 const children = new Set<ChildProcess>()
 
-function start (file: string, env: Record<string, string>, stdout: 'inherit' | 'pipe' = 'inherit'): ChildProcess {
-  const child = spawn(process.execPath, [file], { env: { ...process.env, ...shared, ...env }, stdio: ['ignore', stdout, 'inherit'] })
+function start (file: string, env: Record<string, string>, stdout: 'inherit' | 'pipe' = 'inherit', nodeArgs: string[] = []): ChildProcess {
+  const child = spawn(process.execPath, [...nodeArgs, file], { env: { ...process.env, ...shared, ...env }, stdio: ['ignore', stdout, 'inherit'] })
   children.add(child)
   child.on('exit', () => children.delete(child))
   return child
@@ -83,6 +89,37 @@ process.on('uncaughtException', (err) => {
   console.error(err)
   shutdown().finally(() => process.exit(1))
 })
+
+/**
+ * CPU seconds used so far (user + system, from /proc; Linux) by the service and by every local
+ * PostgreSQL process, so a row can say where its CPU went per request. Undefined elsewhere.
+ */
+function cpuSeconds (): { service: number, postgres: number } | undefined {
+  try {
+    // utime, stime, cutime, cstime: fields 14 to 17 of stat. The children's part counts the
+    // backends that have exited since (the postmaster reaps them), like the ceiling's.
+    const ticks = (pid: string) => {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+      return Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])
+    }
+    let postgres = 0
+    for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+      try { if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'postgres') postgres += ticks(pid) } catch {}
+    }
+    return { service: ticks(String(server.pid)) / 100, postgres: postgres / 100 }
+  } catch {
+    return undefined
+  }
+}
+/** CPU ms per request of the service and of PostgreSQL during `run` (which returns how many requests it made). */
+async function cpuPer<T> (run: () => Promise<T>, count: (r: T) => number): Promise<{ result: T, cpu?: { service: number, postgres: number } }> {
+  const before = cpuSeconds()
+  const result = await run()
+  const after = cpuSeconds()
+  const n = count(result)
+  if (before === undefined || after === undefined || n === 0) return { result }
+  return { result, cpu: { service: 1000 * (after.service - before.service) / n, postgres: 1000 * (after.postgres - before.postgres) / n } }
+}
 
 /** A ceiling that measures by itself and prints one JSON line with `perSecond`. */
 function runCeiling (file: string, env: Record<string, string>): Promise<number> {
@@ -113,7 +150,7 @@ const server = start(join(root, 'dist/src/server.js'), {
   // No grace: a connection that ever sent a rotated cookie gets a 401 (counted) instead of
   // quietly being handed the same successor again.
   REFRESH_REUSE_GRACE_SECONDS: '0'
-})
+}, 'inherit', process.env.BENCH_PROFILE === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_PROFILE}`])
 
 async function waitFor (url: string, ok: (res: Response) => boolean) {
   for (let i = 0; i < 300; i++) {
@@ -215,41 +252,46 @@ const loginAt = (connections: number) => at('/api/auth/login', {
   method: 'POST', headers: json, body: JSON.stringify({ email, password: PASSWORD }), connections
 })
 
-const live = await measure(at('/health/live'))
-const ready = await measure(at('/health/ready'))
-const verifyOnly = await measure({ url: `http://127.0.0.1:${CEILING_PORT}/verify`, connections: CONNECTIONS, headers: auth })
-const me = await measure(at('/api/auth/me', { headers: auth }))
-const tasks = await measure(at(`/api/${user.id}/tasks?limit=10`, { headers: auth }))
-const login = await measure(loginAt(LOGIN_CONNECTIONS))
-const argon2 = await runCeiling('argon2.mjs', { BENCH_PASSWORD: PASSWORD })
+const live = want('health') ? await measure(at('/health/live')) : undefined
+const ready = want('health') ? await measure(at('/health/ready')) : undefined
+const verifyOnly = want('me') ? await measure({ url: `http://127.0.0.1:${CEILING_PORT}/verify`, connections: CONNECTIONS, headers: auth }) : undefined
+const me = want('me') ? await measure(at('/api/auth/me', { headers: auth })) : undefined
+const tasks = want('tasks') ? await measure(at(`/api/${user.id}/tasks?limit=10`, { headers: auth })) : undefined
+const login = want('login') ? await measure(loginAt(LOGIN_CONNECTIONS)) : undefined
+const argon2 = want('login') ? await runCeiling('argon2.mjs', { BENCH_PASSWORD: PASSWORD }) : undefined
 
-// A user per connection: the refreshes of one user wait on each other (its row is locked first).
-// Each user's signup session is for the measured run, a second session for the warm-up.
-const refreshEmails = Array.from({ length: REFRESH_CONNECTIONS }, (_, i) => `bench-${stamp}-r${i}@example.com`)
-const runCookies = await mapLimit(refreshEmails, 4, async (e) => {
-  const res = await post('/api/auth/signup', { email: e, password: PASSWORD })
-  const cookie = refreshCookieOf(res.headers.getSetCookie())
-  if (res.status !== 201 || cookie === undefined) throw new Error(`signup of ${e}: ${res.status}`)
-  return cookie
-})
-const warmCookies = await mapLimit(refreshEmails, 4, logIn)
-// One refresh by hand: 200 and a different cookie, or the run would measure something else.
-const check = await fetch(base + '/api/auth/refresh', { method: 'POST', headers: { cookie: `refresh_token=${warmCookies[0]}` } })
-const rotated = refreshCookieOf(check.headers.getSetCookie())
-if (check.status !== 200 || rotated === undefined || rotated === warmCookies[0]) {
-  throw new Error(`refresh did not rotate: ${check.status} ${await check.text()}`)
+async function measureRefresh () {
+  // A user per connection: the refreshes of one user wait on each other (its row is locked first).
+  // Each user's signup session is for the measured run, a second session for the warm-up.
+  const refreshEmails = Array.from({ length: REFRESH_CONNECTIONS }, (_, i) => `bench-${stamp}-r${i}@example.com`)
+  const runCookies = await mapLimit(refreshEmails, 4, async (e) => {
+    const res = await post('/api/auth/signup', { email: e, password: PASSWORD })
+    const cookie = refreshCookieOf(res.headers.getSetCookie())
+    if (res.status !== 201 || cookie === undefined) throw new Error(`signup of ${e}: ${res.status}`)
+    return cookie
+  })
+  const warmCookies = await mapLimit(refreshEmails, 4, logIn)
+  // One refresh by hand: 200 and a different cookie, or the run would measure something else.
+  const check = await fetch(base + '/api/auth/refresh', { method: 'POST', headers: { cookie: `refresh_token=${warmCookies[0]}` } })
+  const rotated = refreshCookieOf(check.headers.getSetCookie())
+  if (check.status !== 200 || rotated === undefined || rotated === warmCookies[0]) {
+    throw new Error(`refresh did not rotate: ${check.status} ${await check.text()}`)
+  }
+  warmCookies[0] = rotated
+  const rotations = { rotated: 0 }
+  await autocannon({ ...rotating(warmCookies, { rotated: 0 }), duration: WARMUP_SECONDS })
+  const { result: measured, cpu } = await cpuPer(async () => summary(await autocannon({ ...rotating(runCookies, rotations), duration: SECONDS })), (m) => m.ok)
+  if (DATABASE_URL === undefined) return { measured, rotations, cpu }
+  const { result: ceiling, cpu: ceilingCpu } = await cpuPer(
+    () => runCeiling('rotation.mjs', { DATABASE_URL, BENCH_CLIENTS: String(REFRESH_CONNECTIONS) }), (perSecond) => perSecond * (SECONDS + WARMUP_SECONDS))
+  return { measured, ceiling, rotations, cpu, ceilingCpu }
 }
-warmCookies[0] = rotated
-const rotations = { rotated: 0 }
-const refresh = await measure(rotating(runCookies, rotations), rotating(warmCookies, { rotated: 0 }))
-const rotation = DATABASE_URL === undefined
-  ? undefined
-  : await runCeiling('rotation.mjs', { DATABASE_URL, BENCH_CLIENTS: String(REFRESH_CONNECTIONS) })
+const refreshed = want('refresh') ? await measureRefresh() : undefined
 
 // Health probes with a few connections: idle, then while a login storm fills the hash gate.
 const probe = (path: string) => at(path, { connections: PROBE_CONNECTIONS })
-const liveIdle = await measure(probe('/health/live'), false)
-const readyIdle = await measure(probe('/health/ready'), false)
+const liveIdle = want('health') ? await measure(probe('/health/live'), false) : undefined
+const readyIdle = want('health') ? await measure(probe('/health/ready'), false) : undefined
 async function underStorm (path: string) {
   // The storm starts first and ends last, so the probe only sees the service under it.
   const storm = autocannon({ ...loginAt(STORM_CONNECTIONS), duration: SECONDS + 1 })
@@ -257,8 +299,8 @@ async function underStorm (path: string) {
   const probed = summary(await autocannon({ ...probe(path), duration: SECONDS }))
   return { probed, storm: summary(await storm) }
 }
-const liveStorm = await underStorm('/health/live')
-const readyStorm = await underStorm('/health/ready')
+const liveStorm = want('health') ? await underStorm('/health/live') : undefined
+const readyStorm = want('health') ? await underStorm('/health/ready') : undefined
 
 // The storm's queued logins still run after autocannon hangs up: one more login waits behind
 // them in the hash gate (FIFO), so none of them meets a closing database pool.
@@ -272,7 +314,8 @@ function ratio (m: Measured, ceiling: number | undefined, target: number | undef
   const r = m.rps / ceiling
   return `${r.toFixed(2)} ${r >= target ? '✓' : '✗'}`
 }
-function row (route: string, m: Measured, ceiling?: { name: string, rps: number | undefined, target: number }) {
+function row (route: string, m: Measured | undefined, ceiling?: { name: string, rps: number | undefined, target: number }) {
+  if (m === undefined) return undefined
   const cells = [
     route, num(m.rps), ceiling?.name ?? '—', ceiling?.rps === undefined ? '—' : num(ceiling.rps),
     ratio(m, ceiling?.rps, ceiling?.target), ceiling === undefined ? '—' : `≥ ${ceiling.target}`,
@@ -286,26 +329,37 @@ console.log(`\n${DATABASE_URL === undefined ? 'PGlite' : 'PostgreSQL'}, ${CORES}
   `${CONNECTIONS} connections, login ${LOGIN_CONNECTIONS}, refresh ${REFRESH_CONNECTIONS} (one session each); ceilings run alone\n`)
 console.log('| route | req/s | ceiling (same run) | ceiling req/s | ratio | target | p50 ms | p99 ms | non-2xx |')
 console.log('|---|---:|---|---:|---:|---:|---:|---:|---:|')
-console.log(row('GET /health/live', live))
-console.log(row('GET /health/ready (db ping)', ready))
-console.log(row('GET /api/auth/me', me, { name: 'bare Fastify route, @fastify/jwt verify only', rps: verifyOnly.rps, target: 0.6 }))
-console.log(row('GET /api/:userId/tasks?limit=10', tasks))
-console.log(row('POST /api/auth/login', login, { name: `raw argon2id verify, ${inFlight} in flight (verifies/s)`, rps: argon2, target: 0.8 }))
-console.log(row('POST /api/auth/refresh (rotating)', refresh, rotation === undefined
-  ? undefined
-  : { name: `SELECT … FOR UPDATE + INSERT tx, postgres.js, ${REFRESH_CONNECTIONS} clients (tx/s)`, rps: rotation, target: 0.5 }))
-console.log(`\nRefresh: ${rotations.rotated} new cookies for ${refresh.ok} 2xx responses in the measured run` +
-  `${DATABASE_URL === undefined ? '; its ceiling is measured on PostgreSQL only' : ''}. ` +
-  `Reference: better-auth get-session 400–460 req/s (issue 11, not run here), target ≥ 2× = 800–920 req/s: ${num(refresh.rps)} req/s.`)
+const rows = [
+  row('GET /health/live', live),
+  row('GET /health/ready (db ping)', ready),
+  row('GET /api/auth/me', me, { name: 'bare Fastify route, @fastify/jwt verify only', rps: verifyOnly?.rps, target: 0.6 }),
+  row('GET /api/:userId/tasks?limit=10', tasks),
+  row('POST /api/auth/login', login, { name: `raw argon2id verify, ${inFlight} in flight (verifies/s)`, rps: argon2, target: 0.8 }),
+  row('POST /api/auth/refresh (rotating)', refreshed?.measured, refreshed?.ceiling === undefined
+    ? undefined
+    : { name: `SELECT … FOR UPDATE + INSERT tx, postgres.js, ${REFRESH_CONNECTIONS} clients (tx/s)`, rps: refreshed.ceiling, target: 0.5 })
+]
+for (const r of rows) if (r !== undefined) console.log(r)
+if (refreshed !== undefined) {
+  console.log(`\nRefresh: ${refreshed.rotations.rotated} new cookies for ${refreshed.measured.ok} 2xx responses in the measured run` +
+    `${DATABASE_URL === undefined ? '; its ceiling is measured on PostgreSQL only' : ''}. ` +
+    `Reference: better-auth get-session 400–460 req/s (issue 11, not run here), target ≥ 2× = 800–920 req/s: ${num(refreshed.measured.rps)} req/s.`)
+  const ms = (x: number) => x.toFixed(2)
+  if (refreshed.cpu !== undefined) {
+    console.log(`CPU per refresh: the service ${ms(refreshed.cpu.service)} ms, PostgreSQL ${ms(refreshed.cpu.postgres)} ms` +
+      (refreshed.ceilingCpu === undefined ? '' : `; per ceiling transaction: PostgreSQL ${ms(refreshed.ceilingCpu.postgres)} ms (its client process is not counted).`))
+  }
+}
 
-console.log(`\n| probe (${PROBE_CONNECTIONS} connections) | p50 ms idle | p99 ms idle | p50 ms under storm | p99 ms under storm | target p99 | req/s under storm | non-2xx | storm logins/s (non-2xx) |`)
-console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|')
+if (want('health')) console.log(`\n| probe (${PROBE_CONNECTIONS} connections) | p50 ms idle | p99 ms idle | p50 ms under storm | p99 ms under storm | target p99 | req/s under storm | non-2xx | storm logins/s (non-2xx) |`)
+if (want('health')) console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|')
 for (const [name, idle, s] of [['GET /health/live', liveIdle, liveStorm], ['GET /health/ready', readyIdle, readyStorm]] as const) {
+  if (idle === undefined || s === undefined) continue
   const cells = [
     name, idle.p50, idle.p99, s.probed.p50, `${s.probed.p99} ${s.probed.p99 < 10 ? '✓' : '✗'}`, '< 10',
     num(s.probed.rps), failures(s.probed), `${num(s.storm.rps)} (${failures(s.storm)})`
   ]
   console.log(`| ${cells.join(' | ')} |`)
 }
-console.log(`\nLogin storm: ${STORM_CONNECTIONS} connections on POST /api/auth/login while the probe runs.`)
+if (want('health')) console.log(`\nLogin storm: ${STORM_CONNECTIONS} connections on POST /api/auth/login while the probe runs.`)
 process.exit(0)

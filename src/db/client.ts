@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { sql } from 'drizzle-orm'
+import { type SQL, sql } from 'drizzle-orm'
 import { integer, pgSchema, type PgDatabase, type PgQueryResultHKT, type PgTransaction } from 'drizzle-orm/pg-core'
 import type { ExtractTablesWithRelations } from 'drizzle-orm'
 import * as schema from './schema.ts'
@@ -153,4 +153,19 @@ export function expectedMigrationCount (): number {
 export async function appliedMigrationCount (db: Queryable): Promise<number> {
   const [row] = await db.select({ n: sql<number>`count(*)::int` }).from(appliedMigrations)
   return row?.n ?? 0
+}
+
+interface PreparingSession {
+  prepareQuery: (query: { sql: string, params: unknown[] }, fields: undefined, name: string, arrayMode: boolean) => { execute: () => Promise<unknown> }
+}
+/**
+ * `q.execute(query)` as a named prepared statement: PostgreSQL parses and plans it once per
+ * connection instead of on every call (drizzle prepares only queries given a name, and raw
+ * statements never). For the hot statements of the request paths (the one-statement rotation and
+ * login). The name must be unique to the statement's text. Goes through drizzle's session, as
+ * drizzle's own `.prepare(name)` does, so it runs on either driver and inside a transaction.
+ */
+export function executePrepared (q: Queryable, name: string, query: SQL): Promise<unknown> {
+  const { session, dialect } = q as unknown as { session: PreparingSession, dialect: { sqlToQuery: (s: SQL) => { sql: string, params: unknown[] } } }
+  return session.prepareQuery(dialect.sqlToQuery(query), undefined, name, false).execute()
 }

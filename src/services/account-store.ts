@@ -1,5 +1,5 @@
 import { and, count, desc, eq, gt, ilike, inArray, isNull, lt, lte, ne, or, sql } from 'drizzle-orm'
-import { type Db, type Queryable, rowsOf, type Tx } from '../db/client.ts'
+import { type Db, executePrepared, type Queryable, rowsOf, type Tx } from '../db/client.ts'
 import { refreshTokens, sessions, users, type RefreshTokenRow, type SessionRow, type UserRow } from '../db/schema.ts'
 import { afterCommit } from '../db/transaction.ts'
 import type { RequestContext } from './audit.ts'
@@ -185,6 +185,7 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
   }
 
   const liveSession = () => and(isNull(sessions.revokedAt), gt(sessions.expiresAt, now()))
+  const byEmail = db.select().from(users).where(eq(users.email, sql.placeholder('email'))).prepare('gatehouse_user_by_email')
 
   return {
     listen,
@@ -199,8 +200,9 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
       return user
     },
 
-    async userByEmail (email: string, q: Queryable = db): Promise<UserRow | undefined> {
-      const [user] = await q.select().from(users).where(eq(users.email, email))
+    /** The user of that email (a prepared statement: login's hot read, built once). */
+    async userByEmail (email: string): Promise<UserRow | undefined> {
+      const [user] = await byEmail.execute({ email })
       return user
     },
 
@@ -348,7 +350,7 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
       const userAgent = input.ctx.userAgent?.slice(0, 512) ?? null
       const amr = `{${input.amr.join(',')}}`
       const metadata = input.record.metadata === null ? null : JSON.stringify(input.record.metadata)
-      const result = await q.execute(sql`
+      const result = await executePrepared(q, 'gatehouse_open_session', sql`
         with u as (
           update users set last_login_at = ${t}::timestamptz where id = ${userId} and is_active
           returning id, email, role, is_active, mfa_enabled, password_must_change, created_at, last_login_at
@@ -496,7 +498,7 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
       const expiresAt = input.expiresAt.toISOString()
       const ip = input.ctx.ip
       const userAgent = input.ctx.userAgent?.slice(0, 512) ?? null
-      const result = await db.execute(sql`
+      const result = await executePrepared(db, 'gatehouse_rotate_live_refresh_token', sql`
         with found as materialized (
           select id, session_id, user_id from refresh_tokens where token_hash = ${input.hash}
         ), u as materialized (
