@@ -157,7 +157,12 @@ export const authEvents = pgTable('auth_events', {
   index('auth_events_user_id_created_at_idx').on(t.userId, t.createdAt, t.id),
   index('auth_events_event_type_created_at_idx').on(t.eventType, t.createdAt, t.id),
   /** The suspicious-patterns report reads only recent failures. */
-  index('auth_events_failures_created_at_idx').on(t.createdAt).where(sql`${t.success} = false`)
+  index('auth_events_failures_created_at_idx').on(t.createdAt).where(sql`${t.success} = false`),
+  /**
+   * The per-account lockout, read on every login: the account's recent failures only, whatever
+   * else (logins, refreshes) the account did meanwhile.
+   */
+  index('auth_events_email_failures_idx').on(t.email, t.createdAt).where(sql`${t.success} = false`)
 ])
 
 /**

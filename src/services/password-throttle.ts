@@ -33,7 +33,7 @@ export function createPasswordThrottle (deps: { db: Db, now: () => Date, audit: 
   // was the largest part of a login's own CPU after Argon2).
   const recentFailures = db.select({ createdAt: authEvents.createdAt, userId: authEvents.userId })
     .from(authEvents)
-    .where(and(eq(authEvents.email, sql.placeholder('email')), wrongPassword, gt(authEvents.createdAt, sql.placeholder('since'))))
+    .where(and(eq(authEvents.email, sql.placeholder('email')), eq(authEvents.success, false), wrongPassword, gt(authEvents.createdAt, sql.placeholder('since'))))
     .orderBy(desc(authEvents.createdAt))
     .limit(maxFailures)
     .prepare('gatehouse_recent_password_failures')

@@ -1,0 +1,1 @@
+CREATE INDEX "auth_events_email_failures_idx" ON "auth_events" USING btree ("email","created_at") WHERE "auth_events"."success" = false;
