@@ -137,7 +137,7 @@ function runCeiling (file: string, env: Record<string, string>): Promise<number>
 }
 
 start(join(ceilings, 'verify-only.mjs'), { JWT_SECRET, PORT: String(CEILING_PORT) })
-const server = start(join(root, 'dist/src/server.js'), {
+const server = start(join(root, 'dist/server.mjs'), {
   JWT_SECRET,
   PORT: String(PORT),
   DATA_DIR: dataDir,

@@ -61,7 +61,7 @@ const base = `http://127.0.0.1:${PORT}`
 const service = (extra: Record<string, string>) => async () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-bench-start-'))
   try {
-    return await measure([join(root, 'dist/src/server.js')], {
+    return await measure([join(root, 'dist/server.mjs')], {
       PORT: String(PORT), HOST: '127.0.0.1', DATA_DIR: dataDir, LOG_LEVEL: 'warn', HIBP_ENABLED: 'false', ...extra
     }, `${base}/health/ready`)
   } finally {

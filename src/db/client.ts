@@ -37,7 +37,7 @@ export interface DbHandle {
 
 /**
  * Finds `drizzle/` (the generated migrations) by walking up from this file, so the same
- * code works from `src/db` under tsx and from `dist/src/db` after a build.
+ * code works from `src/db` under tsx and from `dist/` (the bundle) after a build.
  */
 export function migrationsFolder (): string {
   let dir = dirname(fileURLToPath(import.meta.url))
