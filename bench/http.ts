@@ -361,7 +361,8 @@ const rows = [
 ]
 for (const r of rows) if (r !== undefined) console.log(r)
 if (loginRun?.cpu !== undefined) {
-  console.log(`\nCPU per login: the service ${loginRun.cpu.service.toFixed(2)} ms (Argon2 included), PostgreSQL ${loginRun.cpu.postgres.toFixed(2)} ms.`)
+  console.log(`\nCPU per login: the service ${loginRun.cpu.service.toFixed(2)} ms (Argon2 included)` +
+    (DATABASE_URL === undefined ? ', the embedded database included.' : `, PostgreSQL ${loginRun.cpu.postgres.toFixed(2)} ms.`))
 }
 if (refreshed !== undefined) {
   console.log(`\nRefresh: ${refreshed.rotations.rotated} new cookies for ${refreshed.measured.ok} 2xx responses in the measured run` +
@@ -369,7 +370,8 @@ if (refreshed !== undefined) {
     `Reference: better-auth get-session 400–460 req/s (issue 11, not run here), target ≥ 2× = 800–920 req/s: ${num(refreshed.measured.rps)} req/s.`)
   const ms = (x: number) => x.toFixed(2)
   if (refreshed.cpu !== undefined) {
-    console.log(`CPU per refresh: the service ${ms(refreshed.cpu.service)} ms, PostgreSQL ${ms(refreshed.cpu.postgres)} ms` +
+    console.log(`CPU per refresh: the service ${ms(refreshed.cpu.service)} ms` +
+      (DATABASE_URL === undefined ? ', the embedded database included' : `, PostgreSQL ${ms(refreshed.cpu.postgres)} ms`) +
       (refreshed.ceilingCpu === undefined ? '' : `; per ceiling transaction: PostgreSQL ${ms(refreshed.ceilingCpu.postgres)} ms (its client process is not counted).`))
   }
 }
