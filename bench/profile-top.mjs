@@ -19,7 +19,7 @@ const parentOf = new Map()
 for (const n of profile.nodes) for (const c of n.children ?? []) parentOf.set(c, n.id)
 
 const timeOf = new Map()
-profile.samples.forEach((id, i) => timeOf.set(id, (timeOf.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)))
+profile.samples.forEach((id, i) => { timeOf.set(id, (timeOf.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)) })
 
 const where = (url) => url.replace(/.*node_modules\//, '').replace(/^file:\/\/.*?\/(dist|src)\//, '$1/')
 const frame = (n) => `${n.callFrame.functionName || '(anonymous)'} ${where(n.callFrame.url)}:${n.callFrame.lineNumber + 1}`
