@@ -28,9 +28,23 @@ declare module 'fastify' {
     /** Every signing, verifying and internal key (src/services/key-ring.ts). */
     keys: KeyRing
     signAccessToken: (claims: AccessClaims) => string
+    /** A service client's access token (OAuth client credentials): sub = client_id, scope, no sid. */
+    signServiceToken: (claims: ServiceClaims) => string
+    /**
+     * Verifies any access token of ours (a user's or a service's) as the guard does, outside a
+     * request (introspection): its claims, or a rejection.
+     */
+    verifyAccessToken: (token: string) => Promise<Record<string, unknown>>
     /** MFA challenge tokens (the `mfaToken` of a login that needs a second factor). */
     mfaTokens: MfaTokenCodec
   }
+}
+
+/** What a service token says besides iss, aud, iat, exp and jti (RFC 9068 §2.2). */
+export interface ServiceClaims {
+  sub: string
+  client_id: string
+  scope: string
 }
 
 /** JWT header `typ` of access tokens (RFC 9068), so no other JWT of ours passes as one. */
@@ -77,6 +91,25 @@ async function jwt (fastify: FastifyInstance) {
     }
   })
   fastify.decorate('signAccessToken', (claims: AccessClaims) => fastify.jwt.sign({ ...claims, jti: randomUUID() }))
+  const signService = createSigner({
+    key: signing.key,
+    algorithm: signing.alg,
+    iss: JWT_ISSUER,
+    aud: JWT_AUDIENCE,
+    expiresIn: fastify.config.CLIENT_TOKEN_EXPIRE_MINUTES * 60_000,
+    ...(signing.kid === undefined ? {} : { kid: signing.kid }),
+    header: { alg: signing.alg, typ: ACCESS_TOKEN_TYP }
+  })
+  fastify.decorate('signServiceToken', (claims: ServiceClaims) => signService({ ...claims, jti: randomUUID() }))
+  const verifyAny = createVerifier({
+    key: async (decoded: { header: { alg?: unknown, kid?: unknown } }) => keys.verificationKey(decoded.header),
+    algorithms: keys.algorithms,
+    allowedIss: JWT_ISSUER,
+    allowedAud: JWT_AUDIENCE,
+    checkTyp: ACCESS_TOKEN_TYP,
+    requiredClaims: ['sub', 'jti', 'iat', 'exp', 'iss', 'aud']
+  })
+  fastify.decorate('verifyAccessToken', async (token: string) => await verifyAny(token) as Record<string, unknown>)
 
   // MFA challenge tokens are signed with an internal key of their own (derived from JWT_SECRET,
   // never the signing key) and carry another `typ`: an access token can never pass as one, nor

@@ -28,6 +28,8 @@ async function services (fastify: FastifyInstance, opts: ServicesPluginOptions) 
     keys: fastify.keys,
     broadcast: fastify.state.broadcast,
     signAccessToken: fastify.signAccessToken,
+    signServiceToken: fastify.signServiceToken,
+    verifyAccessToken: fastify.verifyAccessToken,
     mfaTokens: fastify.mfaTokens,
     mailer: opts.mailer,
     telemetry: fastify.telemetry

@@ -19,7 +19,8 @@ async function docs (fastify: FastifyInstance) {
       components: {
         securitySchemes: {
           bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' },
-          refreshCookie: { type: 'apiKey', in: 'cookie', name: 'refresh_token' }
+          refreshCookie: { type: 'apiKey', in: 'cookie', name: 'refresh_token' },
+          clientBasic: { type: 'http', scheme: 'basic', description: 'a service client: client_id and client_secret (or both in the body)' }
         }
       }
     },

@@ -5,6 +5,7 @@ import healthRoutes from './health/index.ts'
 import keyRoutes from './keys/index.ts'
 import metricsRoutes from './metrics/index.ts'
 import mfaRoutes from './mfa/index.ts'
+import oauthRoutes from './oauth/index.ts'
 import passwordRoutes from './password/index.ts'
 import taskRoutes from './tasks/index.ts'
 
@@ -18,4 +19,5 @@ export default async function routes (fastify: FastifyInstance) {
   await fastify.register(mfaRoutes, { prefix: '/api/auth/mfa' })
   await fastify.register(taskRoutes, { prefix: '/api/:userId/tasks' })
   await fastify.register(adminRoutes, { prefix: '/api/admin' })
+  await fastify.register(oauthRoutes)
 }

@@ -24,7 +24,7 @@ import { loggerOptions, requestLogger } from './logger.ts'
 import { ErrorSchema } from './schemas/common.ts'
 import { UserSchema } from './schemas/auth.ts'
 import { TaskSchema } from './schemas/tasks.ts'
-import { AuthEventSchema } from './schemas/admin.ts'
+import { AuthEventSchema, ClientSchema } from './schemas/admin.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -185,6 +185,7 @@ export async function buildApp (opts: BuildAppOptions) {
   app.addSchema(UserSchema)
   app.addSchema(TaskSchema)
   app.addSchema(AuthEventSchema)
+  app.addSchema(ClientSchema)
 
   await app.register(errorsPlugin)
   await app.register(telemetryPlugin)

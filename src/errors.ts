@@ -66,3 +66,19 @@ export class AppError extends Error {
     if (opts.retryAfter !== undefined) this.retryAfter = opts.retryAfter
   }
 }
+
+/** The error codes of RFC 6749 §5.2 (and RFC 7662) that the OAuth endpoints answer with. */
+export type OAuthErrorCode = 'invalid_request' | 'invalid_client' | 'unsupported_grant_type' | 'invalid_scope'
+
+/**
+ * An error of the OAuth endpoints, which answer in the RFC's shape `{error, error_description}`
+ * instead of the contract's: 400, or 401 for `invalid_client` (with `WWW-Authenticate: Basic`
+ * when the client tried HTTP Basic).
+ */
+export class OAuthError extends Error {
+  readonly statusCode: number
+  constructor (readonly error: OAuthErrorCode, readonly description: string, readonly basic = false) {
+    super(description)
+    this.statusCode = error === 'invalid_client' ? 401 : 400
+  }
+}

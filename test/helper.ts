@@ -113,7 +113,7 @@ export function testDb (): Promise<DbHandle> {
 }
 
 const TABLES = [
-  'auth_events', 'backup_codes', 'email_outbox', 'mfa_challenges', 'password_reset_tokens',
+  'auth_events', 'backup_codes', 'email_outbox', 'mfa_challenges', 'oauth_clients', 'password_reset_tokens',
   'refresh_tokens', 'sessions', 'tasks', 'users'
 ]
 

@@ -4,6 +4,9 @@
  * /.well-known/jwks.json (fetched once per key id and cached), and pins the algorithm, issuer,
  * audience and token type. Gatehouse must sign with JWT_PRIVATE_KEY (EdDSA or ES256).
  *
+ * Two kinds of token open it: a user's (from login: `sid`, `role`, `amr`) and a service's (from
+ * the client-credentials grant at /oauth/token: `client_id`, the same as `sub`, and `scope`).
+ *
  *   GATEHOUSE_URL=http://127.0.0.1:3000 PORT=4000 node server.js
  *   curl -H "Authorization: Bearer $ACCESS_TOKEN" http://127.0.0.1:4000/api/hello
  *
@@ -69,14 +72,22 @@ await app.register(fastifyJwt, {
     allowedIss: issuer,
     allowedAud: audience,
     checkTyp: 'at+jwt',
-    requiredClaims: ['sub', 'sid', 'role', 'iss', 'aud', 'exp', 'iat', 'jti']
+    requiredClaims: ['sub', 'iss', 'aud', 'exp', 'iat', 'jti']
   }
 })
+
+/** 'user' (a login's token), 'service' (a client-credentials token), or undefined: neither. */
+function kindOf (claims) {
+  if (typeof claims.sid === 'string' && typeof claims.role === 'string' && !('client_id' in claims)) return 'user'
+  if (typeof claims.client_id === 'string' && claims.client_id === claims.sub && typeof claims.scope === 'string' && !('sid' in claims)) return 'service'
+  return undefined
+}
 
 /** Any failed verification is one 401: the reason stays in the log. */
 async function authenticate (request, reply) {
   try {
     await request.jwtVerify()
+    if (kindOf(request.user) === undefined) throw new Error('neither a user nor a service token')
   } catch (err) {
     request.log.info({ reason: err.code ?? err.message }, 'token refused')
     return reply.code(401).send({ statusCode: 401, code: 'TOKEN_INVALID', error: 'Unauthorized', message: 'Invalid access token' })
@@ -85,11 +96,12 @@ async function authenticate (request, reply) {
 
 app.get('/health', async () => ({ status: 'ok' }))
 
-app.get('/api/hello', { onRequest: authenticate }, async (request) => ({
-  message: `Hello, ${request.user.sub}`,
-  userId: request.user.sub,
-  role: request.user.role,
-  amr: request.user.amr
-}))
+// A route that needs a permission checks the token's kind and, for a service, its `scope`
+// (space-separated): request.user.scope.split(' ').includes('reports:read').
+app.get('/api/hello', { onRequest: authenticate }, async (request) => {
+  const { sub, role, amr, client_id: clientId, scope } = request.user
+  if (kindOf(request.user) === 'service') return { message: `Hello, ${sub}`, clientId, scope }
+  return { message: `Hello, ${sub}`, userId: sub, role, amr }
+})
 
 await app.listen({ host: env.HOST ?? '127.0.0.1', port: Number(env.PORT ?? 4000) })

@@ -1,7 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import {
   AdminUserListQuerySchema, AdminUserListSchema, AdminUserParamsSchema, AdminUserPatchSchema, AuthEventListSchema,
-  AuthEventQuerySchema, RevokedCountSchema, SuspiciousQuerySchema, SuspiciousReportSchema
+  AuthEventQuerySchema, ClientCreateSchema, ClientListSchema, ClientPatchSchema, ClientSecretRotateSchema, ClientWithSecretSchema,
+  RevokedCountSchema, SuspiciousQuerySchema, SuspiciousReportSchema
 } from '../../src/schemas/admin.ts'
 import { SessionListSchema } from '../../src/schemas/auth.ts'
 import { errors } from '../../src/schemas/common.ts'
@@ -92,6 +93,61 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       response: { 200: SuspiciousReportSchema, ...errors(400, 401, 403, 429) }
     }
   }, async (request) => admin.suspicious(request.query))
+
+  // ---- service clients (OAuth 2.0 client credentials) ----------------------------------------
+
+  const clients = fastify.services.clients
+  const clientTags = ['admin', 'clients']
+
+  fastify.post('/clients', {
+    schema: {
+      tags: clientTags, security, summary: 'Create a service client; its secret is shown once',
+      body: ClientCreateSchema,
+      response: { 201: ClientWithSecretSchema, ...errors(400, 401, 403, 413, 415, 429) }
+    }
+  }, async (request, reply) => {
+    reply.header('cache-control', 'no-store')
+    return reply.code(201).send(await clients.create(actor(request), request.body))
+  })
+
+  fastify.get('/clients', {
+    schema: {
+      tags: clientTags, security, summary: 'Every service client',
+      response: { 200: ClientListSchema, ...errors(401, 403, 429) }
+    }
+  }, async () => ({ items: await clients.list() }))
+
+  fastify.patch('/clients/:id', {
+    schema: {
+      tags: clientTags, security, summary: 'Rename a client, change its scopes, disable or enable it',
+      params: AdminUserParamsSchema, body: ClientPatchSchema,
+      response: { 200: Type.Ref('Client'), ...errors(400, 401, 403, 404, 413, 415, 429) }
+    }
+  }, async (request) => clients.update(actor(request), request.params.id, request.body))
+
+  fastify.post('/clients/:id/secret', {
+    // The body is optional: no body is `{}`.
+    preValidation: async (request) => { if (request.body === undefined || request.body === null) request.body = {} },
+    schema: {
+      tags: clientTags, security, summary: 'A new secret, shown once; the previous one may keep working for a while',
+      params: AdminUserParamsSchema, body: ClientSecretRotateSchema,
+      response: { 200: ClientWithSecretSchema, ...errors(400, 401, 403, 404, 413, 415, 429) }
+    }
+  }, async (request, reply) => {
+    reply.header('cache-control', 'no-store')
+    return clients.rotateSecret(actor(request), request.params.id, request.body.previousValidSeconds ?? 0)
+  })
+
+  fastify.delete('/clients/:id', {
+    schema: {
+      tags: clientTags, security, summary: 'Delete a client; its tokens stop working',
+      params: AdminUserParamsSchema,
+      response: { 204: Type.Null(), ...errors(400, 401, 403, 404, 429) }
+    }
+  }, async (request, reply) => {
+    await clients.remove(actor(request), request.params.id)
+    return reply.code(204).send(null)
+  })
 }
 
 export default adminRoutes

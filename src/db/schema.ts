@@ -162,7 +162,11 @@ export const authEvents = pgTable('auth_events', {
    * The per-account lockout, read on every login: the account's recent failures only, whatever
    * else (logins, refreshes) the account did meanwhile.
    */
-  index('auth_events_email_failures_idx').on(t.email, t.createdAt).where(sql`${t.success} = false`)
+  index('auth_events_email_failures_idx').on(t.email, t.createdAt).where(sql`${t.success} = false`),
+  /** The per-IP limit of failed client authentications (and other failures by address). */
+  index('auth_events_ip_failures_idx').on(t.ipAddress, t.createdAt).where(sql`${t.success} = false`),
+  /** The per-client limit of failed client authentications: the attempted client_id is in the metadata. */
+  index('auth_events_client_failures_idx').on(sql`(${t.metadata}->>'clientId')`, t.createdAt).where(sql`${t.eventType} = 'client_auth_failure'`)
 ])
 
 /**
@@ -212,8 +216,31 @@ export const tasks = pgTable('tasks', {
   index('tasks_user_id_created_at_idx').on(t.userId, t.createdAt)
 ])
 
+/**
+ * Service clients (OAuth 2.0 client credentials). The secret is 256 random bits, stored only as
+ * its SHA-256; during a rotation the previous secret's hash works until its expiry.
+ */
+export const oauthClients = pgTable('oauth_clients', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  /** The public, opaque client identifier (`client_id`). */
+  clientId: text('client_id').notNull(),
+  name: text('name').notNull(),
+  scopes: text('scopes').array().notNull(),
+  secretHash: text('secret_hash').notNull(),
+  previousSecretHash: text('previous_secret_hash'),
+  previousSecretExpiresAt: ts('previous_secret_expires_at'),
+  disabled: boolean('disabled').notNull().default(false),
+  createdAt: ts('created_at').notNull(),
+  updatedAt: ts('updated_at').notNull(),
+  /** Moved on at most once a minute per client, so a busy client costs no write per token. */
+  lastUsedAt: ts('last_used_at')
+}, (t) => [
+  uniqueIndex('oauth_clients_client_id_key').on(t.clientId)
+])
+
 export type UserRow = typeof users.$inferSelect
 export type SessionRow = typeof sessions.$inferSelect
 export type RefreshTokenRow = typeof refreshTokens.$inferSelect
 export type TaskRow = typeof tasks.$inferSelect
 export type AuthEventRow = typeof authEvents.$inferSelect
+export type OAuthClientRow = typeof oauthClients.$inferSelect

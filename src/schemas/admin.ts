@@ -70,3 +70,41 @@ export const SuspiciousReportSchema = Type.Object({
     description: 'one account failing from many IPs'
   })
 })
+
+/** A scope: `^[a-z][a-z0-9:._-]{0,63}$` (the contract). */
+export const ScopeSchema = Type.String({ pattern: '^[a-z][a-z0-9:._-]{0,63}$', maxLength: 64 })
+
+export const ClientSchema = Type.Object({
+  id: UuidSchema,
+  clientId: Type.String({ description: 'the OAuth client_id (opaque)' }),
+  name: Type.String(),
+  scopes: Type.Array(Type.String()),
+  disabled: Type.Boolean(),
+  createdAt: DateTimeSchema,
+  lastUsedAt: Type.Union([DateTimeSchema, Type.Null()], { description: 'the last token issued to it, to the minute' })
+}, { $id: 'Client' })
+
+export const ClientListSchema = Type.Object({ items: Type.Array(Type.Ref('Client')) })
+
+export const ClientWithSecretSchema = Type.Object({
+  client: Type.Ref('Client'),
+  clientSecret: Type.String({ description: 'shown once; only its hash is stored' })
+})
+
+const ClientNameSchema = Type.String({ minLength: 1, maxLength: 100 })
+const ClientScopesSchema = Type.Array(ScopeSchema, { maxItems: 20 })
+
+export const ClientCreateSchema = Type.Object({
+  name: ClientNameSchema,
+  scopes: ClientScopesSchema
+}, { additionalProperties: false })
+
+export const ClientPatchSchema = Type.Object({
+  name: Type.Optional(ClientNameSchema),
+  scopes: Type.Optional(ClientScopesSchema),
+  disabled: Type.Optional(Type.Boolean({ description: 'true: no new tokens, and its tokens stop working within the revocation bound' }))
+}, { additionalProperties: false, minProperties: 1 })
+
+export const ClientSecretRotateSchema = Type.Object({
+  previousValidSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: 604_800, default: 0, description: 'how long the previous secret keeps working' }))
+}, { additionalProperties: false })

@@ -13,6 +13,8 @@ import { createRetention } from './retention.ts'
 import { createSealer, deriveKey } from './sealing.ts'
 import { createAccountStore } from './account-store.ts'
 import { createAdminService } from './admin.ts'
+import { createClientService } from './clients.ts'
+import { createOAuthService } from './oauth.ts'
 import { createSessionService } from './sessions.ts'
 import { createTaskService } from './tasks.ts'
 import type { KeyRing } from './key-ring.ts'
@@ -28,6 +30,8 @@ export interface ServiceDeps {
   /** Messages to every instance (revoked sessions). */
   broadcast?: Broadcast
   signAccessToken: (claims: AccessClaims) => string
+  signServiceToken: (claims: { sub: string, client_id: string, scope: string }) => string
+  verifyAccessToken: (token: string) => Promise<Record<string, unknown>>
   mfaTokens: MfaTokenCodec
   /** Overrides the mailer chosen from SMTP_* (tests). */
   mailer?: Mailer
@@ -49,7 +53,7 @@ export function mailerFromConfig (config: Config): Mailer {
 }
 
 /** Wires the domain services together. Nothing here knows about HTTP. */
-export function createServices ({ db, config, now, keys, broadcast, signAccessToken, mfaTokens, mailer, telemetry }: ServiceDeps) {
+export function createServices ({ db, config, now, keys, broadcast, signAccessToken, signServiceToken, verifyAccessToken, mfaTokens, mailer, telemetry }: ServiceDeps) {
   if (config.MFA_ENCRYPTION_KEY === undefined) throw new Error('MFA_ENCRYPTION_KEY must be resolved before the services are built')
   const passwords = createPasswordHasher({
     memoryCost: config.ARGON2_MEMORY_COST,
@@ -148,6 +152,17 @@ export function createServices ({ db, config, now, keys, broadcast, signAccessTo
     resetEmailsPerHour: config.RATE_LIMIT_RESET_EMAILS_PER_HOUR
   })
   const admin = createAdminService({ db, now, store, audit })
+  const clients = createClientService({ db, now, store, audit })
+  const oauth = createOAuthService({
+    db,
+    now,
+    audit,
+    sessions,
+    signServiceToken,
+    verifyAccessToken,
+    tokenSeconds: config.CLIENT_TOKEN_EXPIRE_MINUTES * 60,
+    failures: { max: config.RATE_LIMIT_CLIENT_AUTH_FAILURES, windowMinutes: config.RATE_LIMIT_CLIENT_AUTH_WINDOW_MINUTES }
+  })
   const tasks = createTaskService({ db, now })
   const retention = createRetention({
     db,
@@ -155,6 +170,6 @@ export function createServices ({ db, config, now, keys, broadcast, signAccessTo
     telemetry,
     settings: { authEventsDays: config.AUTH_EVENTS_RETENTION_DAYS, outboxDays: config.OUTBOX_RETENTION_DAYS }
   })
-  return { passwords, breaches, audit, outbox, store, sessions, mfa, accounts, credentials, admin, tasks, retention }
+  return { passwords, breaches, audit, outbox, store, sessions, mfa, accounts, credentials, admin, clients, oauth, tasks, retention }
 }
 export type Services = ReturnType<typeof createServices>

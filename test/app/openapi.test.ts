@@ -31,7 +31,7 @@ t.test('the OpenAPI document is valid, and every route is in it with tags, respo
     components: { securitySchemes: Record<string, unknown> }
   }
   t.match(doc.openapi, /^3\./)
-  t.same(Object.keys(doc.components.securitySchemes).sort(), ['bearerAuth', 'refreshCookie'])
+  t.same(Object.keys(doc.components.securitySchemes).sort(), ['bearerAuth', 'clientBasic', 'refreshCookie'])
 
   const api = routes.filter(isApiRoute)
   t.ok(api.length >= 20, `${api.length} routes`)

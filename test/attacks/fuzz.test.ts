@@ -214,6 +214,34 @@ function responseProblems (res: Response, inputs: string[]): string[] {
   return problems
 }
 
+const OAUTH_ERRORS = ['invalid_request', 'invalid_client', 'unsupported_grant_type', 'invalid_scope']
+
+/**
+ * The OAuth endpoints answer 400 and 401 in RFC 6749 §5.2's shape, `{error, error_description}`,
+ * with `Cache-Control: no-store`; 413, 429 and anything else keep the contract's shape.
+ */
+function oauthResponseProblems (res: Response, inputs: string[]): string[] {
+  if (res.statusCode !== 400 && res.statusCode !== 401) return responseProblems(res, inputs)
+  let body: unknown
+  try {
+    body = JSON.parse(res.body)
+  } catch {
+    return ['the error body is not JSON']
+  }
+  const problems: string[] = []
+  const e = (body ?? {}) as Record<string, unknown>
+  if (Object.keys(e).sort().join() !== 'error,error_description') problems.push(`OAuth error keys are ${JSON.stringify(Object.keys(e))}`)
+  if (typeof e.error !== 'string' || !OAUTH_ERRORS.includes(e.error)) problems.push(`error ${JSON.stringify(e.error)} is not an RFC 6749 code`)
+  if ((e.error === 'invalid_client') !== (res.statusCode === 401)) problems.push(`${String(e.error)} with status ${res.statusCode}`)
+  if (typeof e.error_description !== 'string') problems.push('error_description is not a string')
+  if (res.headers['cache-control'] !== 'no-store') problems.push(`cache-control ${String(res.headers['cache-control'])}`)
+  for (const marker of STACK_MARKERS) if (res.body.includes(marker)) problems.push(`the body holds ${JSON.stringify(marker)}: a stack trace`)
+  let description = String(e.error_description)
+  for (const s of inputs) description = description.split(s).join(' ')
+  for (const re of SQL_LEAKS) if (re.test(description)) problems.push(`the description looks like SQL or a database error (${re})`)
+  return problems
+}
+
 // ---------------------------------------------------------------------------------------------
 // The fuzzer
 // ---------------------------------------------------------------------------------------------
@@ -285,7 +313,7 @@ t.test('fuzzing every route', async (t) => {
     // Work a route hands off until after its answer (a forgotten-password request) belongs to the request.
     await (app.services.credentials as { settled?: () => Promise<void> }).settled?.()
     statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1)
-    const problems = responseProblems(res, inputStrings(c, r))
+    const problems = route.url.startsWith('/oauth/') ? oauthResponseProblems(res, inputStrings(c, r)) : responseProblems(res, inputStrings(c, r))
     const errors = logs.lines.slice(logStart).filter((line) => Number(/"level":(\d+)/.exec(line)?.[1]) >= 50)
     if (errors.length > 0) problems.push(`the server logged an error: ${short(errors.join(''), 4000)}`)
     if (res.statusCode >= 400) {
