@@ -45,6 +45,8 @@ export interface ServiceClaims {
   sub: string
   client_id: string
   scope: string
+  /** Unique; the service's prefix says which generation of the client's tokens it belongs to. */
+  jti: string
 }
 
 /** JWT header `typ` of access tokens (RFC 9068), so no other JWT of ours passes as one. */
@@ -100,7 +102,7 @@ async function jwt (fastify: FastifyInstance) {
     ...(signing.kid === undefined ? {} : { kid: signing.kid }),
     header: { alg: signing.alg, typ: ACCESS_TOKEN_TYP }
   })
-  fastify.decorate('signServiceToken', (claims: ServiceClaims) => signService({ ...claims, jti: randomUUID() }))
+  fastify.decorate('signServiceToken', (claims: ServiceClaims) => signService(claims))
   const verifyAny = createVerifier({
     key: async (decoded: { header: { alg?: unknown, kid?: unknown } }) => keys.verificationKey(decoded.header),
     algorithms: keys.algorithms,

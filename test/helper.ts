@@ -454,3 +454,27 @@ export function assertError (test: Test, res: { statusCode: number, json: () => 
   test.type(body.message, 'string')
   test.same(Object.keys(body).sort(), ['code', 'error', 'message', 'statusCode'])
 }
+
+/**
+ * examples/resource-service started as its README says, as a process of its own, pointed at
+ * Gatehouse (`GATEHOUSE_URL`, plus any of its other settings in `env`); its base URL once it answers.
+ */
+export async function startResourceService (test: Test, gatehouse: string, env: Record<string, string> = {}): Promise<string> {
+  const port = await freePort()
+  const child = spawn(process.execPath, [new URL('../examples/resource-service/server.js', import.meta.url).pathname], {
+    env: { PATH: process.env.PATH ?? '', GATEHOUSE_URL: gatehouse, PORT: String(port), LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  let output = ''
+  child.stdout.on('data', (d) => { output += d })
+  child.stderr.on('data', (d) => { output += d })
+  const exited = new Promise((resolve) => child.on('exit', resolve))
+  test.teardown(async () => { child.kill('SIGTERM'); await exited })
+  const base = `http://127.0.0.1:${port}`
+  for (let i = 0; ; i++) {
+    const up = await fetch(`${base}/health`).then((r) => r.ok, () => false)
+    if (up) return base
+    if (i > 200 || child.exitCode !== null) throw new Error(`the example did not start:\n${output}`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}

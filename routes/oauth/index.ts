@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
-import { OAuthError } from '../../src/errors.ts'
+import { AppError, OAuthError } from '../../src/errors.ts'
 import { errors } from '../../src/schemas/common.ts'
 import type { ClientCredentials } from '../../src/services/oauth.ts'
 import { requestContext } from '../context.ts'
@@ -116,8 +116,10 @@ const oauthRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
     }
     const status = (error as { statusCode?: number }).statusCode
     // A body that cannot be parsed (not a form or JSON, malformed JSON): invalid_request.
-    if (status === 400 || status === 415) {
-      return reply.code(400).header('cache-control', 'no-store').send({ error: 'invalid_request', error_description: 'The body must be a form or a JSON object' })
+    const unparsable = error instanceof AppError && (error.code === 'VALIDATION_ERROR' || error.code === 'UNSUPPORTED_MEDIA_TYPE')
+    if (unparsable || status === 400 || status === 415) {
+      return reply.code(400).header('cache-control', 'no-store').header('pragma', 'no-cache')
+        .send({ error: 'invalid_request', error_description: 'The body must be a form or a JSON object' })
     }
     throw error // the contract's shape (429, 413, 500)
   })

@@ -163,10 +163,12 @@ export const authEvents = pgTable('auth_events', {
    * else (logins, refreshes) the account did meanwhile.
    */
   index('auth_events_email_failures_idx').on(t.email, t.createdAt).where(sql`${t.success} = false`),
-  /** The per-IP limit of failed client authentications (and other failures by address). */
-  index('auth_events_ip_failures_idx').on(t.ipAddress, t.createdAt).where(sql`${t.success} = false`),
-  /** The per-client limit of failed client authentications: the attempted client_id is in the metadata. */
-  index('auth_events_client_failures_idx').on(sql`(${t.metadata}->>'clientId')`, t.createdAt).where(sql`${t.eventType} = 'client_auth_failure'`)
+  /**
+   * The limits of failed client authentications, per client id and per address (IPv6 by prefix):
+   * both are in the metadata of `client_auth_failure` rows.
+   */
+  index('auth_events_client_failures_idx').on(sql`(${t.metadata}->>'clientId')`, t.createdAt).where(sql`${t.eventType} = 'client_auth_failure'`),
+  index('auth_events_client_failure_addresses_idx').on(sql`(${t.metadata}->>'address')`, t.createdAt).where(sql`${t.eventType} = 'client_auth_failure'`)
 ])
 
 /**
@@ -230,6 +232,11 @@ export const oauthClients = pgTable('oauth_clients', {
   previousSecretHash: text('previous_secret_hash'),
   previousSecretExpiresAt: ts('previous_secret_expires_at'),
   disabled: boolean('disabled').notNull().default(false),
+  /**
+   * Bumped when the client is disabled and when its secret is replaced without overlap: tokens
+   * carry the generation they were issued in (in their `jti`), and introspection refuses older ones.
+   */
+  tokenGeneration: integer('token_generation').notNull().default(0),
   createdAt: ts('created_at').notNull(),
   updatedAt: ts('updated_at').notNull(),
   /** Moved on at most once a minute per client, so a busy client costs no write per token. */

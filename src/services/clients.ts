@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { asc, eq } from 'drizzle-orm'
+import { asc, eq, sql } from 'drizzle-orm'
 import type { Db, Tx } from '../db/client.ts'
 import { type OAuthClientRow, oauthClients } from '../db/schema.ts'
 import { transaction } from '../db/transaction.ts'
@@ -97,6 +97,8 @@ export function createClientService (deps: { db: Db, now: () => Date, store: Acc
         ...(patch.name === undefined ? {} : { name: patch.name }),
         ...(patch.scopes === undefined ? {} : { scopes: scopeSet(patch.scopes) }),
         ...(patch.disabled === undefined ? {} : { disabled: patch.disabled }),
+        // Disabling revokes: the tokens issued so far stay refused even if the client is enabled again.
+        ...(patch.disabled === true ? { tokenGeneration: sql`${oauthClients.tokenGeneration} + 1` } : {}),
         updatedAt: now()
       }
       const record = await recorder(actor)
@@ -123,10 +125,14 @@ export function createClientService (deps: { db: Db, now: () => Date, store: Acc
       const keep = previousValidSeconds > 0
       const record = await recorder(actor)
       return transaction(db, async (tx) => {
+        // The previous secret is the row's, read by the update itself: of two rotations at once,
+        // the second keeps the first one's secret, never the one both replaced. Without an overlap
+        // the secret is presumed leaked: the tokens issued with it are revoked too.
         const [after] = await tx.update(oauthClients).set({
           secretHash: hashOpaqueToken(clientSecret),
-          previousSecretHash: keep ? before.secretHash : null,
+          previousSecretHash: keep ? sql`${oauthClients.secretHash}` : null,
           previousSecretExpiresAt: keep ? new Date(t.getTime() + previousValidSeconds * 1000) : null,
+          ...(keep ? {} : { tokenGeneration: sql`${oauthClients.tokenGeneration} + 1` }),
           updatedAt: t
         }).where(eq(oauthClients.id, before.id)).returning()
         if (after === undefined) throw new AppError('NOT_FOUND', 'Client not found')

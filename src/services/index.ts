@@ -30,7 +30,7 @@ export interface ServiceDeps {
   /** Messages to every instance (revoked sessions). */
   broadcast?: Broadcast
   signAccessToken: (claims: AccessClaims) => string
-  signServiceToken: (claims: { sub: string, client_id: string, scope: string }) => string
+  signServiceToken: (claims: { sub: string, client_id: string, scope: string, jti: string }) => string
   verifyAccessToken: (token: string) => Promise<Record<string, unknown>>
   mfaTokens: MfaTokenCodec
   /** Overrides the mailer chosen from SMTP_* (tests). */
@@ -161,7 +161,8 @@ export function createServices ({ db, config, now, keys, broadcast, signAccessTo
     signServiceToken,
     verifyAccessToken,
     tokenSeconds: config.CLIENT_TOKEN_EXPIRE_MINUTES * 60,
-    failures: { max: config.RATE_LIMIT_CLIENT_AUTH_FAILURES, windowMinutes: config.RATE_LIMIT_CLIENT_AUTH_WINDOW_MINUTES }
+    failures: { max: config.RATE_LIMIT_CLIENT_AUTH_FAILURES, windowMinutes: config.RATE_LIMIT_CLIENT_AUTH_WINDOW_MINUTES },
+    ipv6Prefix: config.RATE_LIMIT_IPV6_PREFIX
   })
   const tasks = createTaskService({ db, now })
   const retention = createRetention({

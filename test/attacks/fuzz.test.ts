@@ -313,7 +313,9 @@ t.test('fuzzing every route', async (t) => {
     // Work a route hands off until after its answer (a forgotten-password request) belongs to the request.
     await (app.services.credentials as { settled?: () => Promise<void> }).settled?.()
     statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1)
-    const problems = route.url.startsWith('/oauth/') ? oauthResponseProblems(res, inputStrings(c, r)) : responseProblems(res, inputStrings(c, r))
+    // The OAuth routes answer in the RFC's shape; a tweaked path (a trailing slash…) is another route's, or none.
+    const oauth = route.url.startsWith('/oauth/') && c.pathTweak === 'none'
+    const problems = oauth ? oauthResponseProblems(res, inputStrings(c, r)) : responseProblems(res, inputStrings(c, r))
     const errors = logs.lines.slice(logStart).filter((line) => Number(/"level":(\d+)/.exec(line)?.[1]) >= 50)
     if (errors.length > 0) problems.push(`the server logged an error: ${short(errors.join(''), 4000)}`)
     if (res.statusCode >= 400) {

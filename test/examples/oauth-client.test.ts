@@ -6,12 +6,11 @@
  * introspection (RFC 7662) by the resource server with credentials of its own. An admin then
  * disables the client: introspection says inactive at once and the client gets no new token.
  */
-import { spawn } from 'node:child_process'
 import { generateKeyPairSync } from 'node:crypto'
 import * as oauth from 'oauth4webapi'
 import t from 'tap'
 import type { App } from '../../src/app.ts'
-import { bearer, buildTestApp, decodeJwt, freePort, signupAdmin, type Test } from '../helper.ts'
+import { bearer, buildTestApp, decodeJwt, freePort, signupAdmin, startResourceService, type Test } from '../helper.ts'
 
 const AUDIENCE = 'internal-apis'
 
@@ -31,29 +30,6 @@ async function startGatehouse (test: Test) {
   })
   await app.listen({ host: '127.0.0.1', port })
   return { app, base }
-}
-
-/** The example, started as its README says, told Gatehouse's URL, issuer and audience. */
-async function startExample (test: Test, gatehouse: string) {
-  const port = await freePort()
-  const child = spawn(process.execPath, [new URL('../../examples/resource-service/server.js', import.meta.url).pathname], {
-    env: {
-      PATH: process.env.PATH ?? '', GATEHOUSE_URL: gatehouse, GATEHOUSE_ISSUER: gatehouse, GATEHOUSE_AUDIENCE: AUDIENCE, PORT: String(port), LOG_LEVEL: 'warn'
-    },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let output = ''
-  child.stdout.on('data', (d) => { output += d })
-  child.stderr.on('data', (d) => { output += d })
-  const exited = new Promise((resolve) => child.on('exit', resolve))
-  test.teardown(async () => { child.kill('SIGTERM'); await exited })
-  const base = `http://127.0.0.1:${port}`
-  for (let i = 0; ; i++) {
-    const up = await fetch(`${base}/health`).then((r) => r.ok, () => false)
-    if (up) return base
-    if (i > 200 || child.exitCode !== null) throw new Error(`the example did not start:\n${output}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
 }
 
 /** A service client, created by an admin through the admin API. */
@@ -76,7 +52,7 @@ async function rejection (promise: Promise<unknown>): Promise<unknown> {
 
 t.test('a service gets a token with oauth4webapi, calls the example with it, is introspected, and is cut off when disabled', async (t) => {
   const { app, base } = await startGatehouse(t)
-  const example = await startExample(t, base)
+  const example = await startResourceService(t, base, { GATEHOUSE_ISSUER: base, GATEHOUSE_AUDIENCE: AUDIENCE })
   const admin = await signupAdmin(app)
   const worker = await createClient(app, admin.accessToken, 'report-worker', ['reports:write', 'reports:read'])
   // The resource server introspects with credentials of its own; it needs no scope for that.

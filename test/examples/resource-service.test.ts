@@ -3,37 +3,15 @@
  * Ed25519 key, the example as a process of its own that knows only Gatehouse's URL, and a user
  * who logs in at Gatehouse and calls the example with the access token.
  */
-import { spawn } from 'node:child_process'
 import { generateKeyPairSync } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createSigner } from 'fast-jwt'
 import t from 'tap'
-import { decodeJwt, freePort, PASSWORD, startService, type Test, uniqueEmail } from '../helper.ts'
+import { decodeJwt, PASSWORD, startResourceService, startService, type Test, uniqueEmail } from '../helper.ts'
 
 const JWT_SECRET = 'resource-service-test-secret-0123456789abcdef'
-
-/** The example, started as its README says, with only GATEHOUSE_URL and PORT set. */
-async function startExample (test: Test, gatehouse: string) {
-  const port = await freePort()
-  const child = spawn(process.execPath, [new URL('../../examples/resource-service/server.js', import.meta.url).pathname], {
-    env: { PATH: process.env.PATH ?? '', GATEHOUSE_URL: gatehouse, PORT: String(port), LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  let output = ''
-  child.stdout.on('data', (d) => { output += d })
-  child.stderr.on('data', (d) => { output += d })
-  const exited = new Promise((resolve) => child.on('exit', resolve))
-  test.teardown(async () => { child.kill('SIGTERM'); await exited })
-  const base = `http://127.0.0.1:${port}`
-  for (let i = 0; ; i++) {
-    const up = await fetch(`${base}/health`).then((r) => r.ok, () => false)
-    if (up) return base
-    if (i > 200 || child.exitCode !== null) throw new Error(`the example did not start:\n${output}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
 
 async function startGatehouse (test: Test, privateKeyPem: string) {
   const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-resource-'))
@@ -56,7 +34,7 @@ const hello = (base: string, token?: string) =>
 t.test('a P-256 (ES256) token from Gatehouse opens the example too', async (t) => {
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
   const gatehouse = await startGatehouse(t, privateKey.export({ format: 'pem', type: 'pkcs8' }).toString())
-  const example = await startExample(t, gatehouse)
+  const example = await startResourceService(t, gatehouse)
   const signup = await post(`${gatehouse}/api/auth/signup`, { email: uniqueEmail('resource'), password: PASSWORD })
   const { accessToken, user } = await signup.json() as { accessToken: string, user: { id: string } }
   t.equal(JSON.parse(Buffer.from(accessToken.split('.')[0] ?? '', 'base64url').toString()).alg, 'ES256')
@@ -68,7 +46,7 @@ t.test('a P-256 (ES256) token from Gatehouse opens the example too', async (t) =
 t.test('an Ed25519 token from Gatehouse opens the example, verified only through the JWKS; forged and foreign tokens do not; a logout does not reach it', async (t) => {
   const { privateKey } = generateKeyPairSync('ed25519')
   const gatehouse = await startGatehouse(t, privateKey.export({ format: 'pem', type: 'pkcs8' }).toString())
-  const example = await startExample(t, gatehouse)
+  const example = await startResourceService(t, gatehouse)
 
   const signup = await post(`${gatehouse}/api/auth/signup`, { email: uniqueEmail('resource'), password: PASSWORD })
   t.equal(signup.status, 201)

@@ -104,7 +104,7 @@ t.test('the grant issues an RFC 9068 token with the asked scopes, by Basic or by
   t.same(Object.keys(claims).sort(), ['aud', 'client_id', 'exp', 'iat', 'iss', 'jti', 'scope', 'sub'], 'no sid, role or amr')
   t.match(claims, { iss: 'gatehouse', aud: 'gatehouse', sub: client.clientId, client_id: client.clientId, scope: body.scope })
   t.equal(claims.exp, claims.iat + 900, 'CLIENT_TOKEN_EXPIRE_MINUTES: 15 by default')
-  t.match(claims.jti, /^[0-9a-f-]{36}$/)
+  t.match(claims.jti, /^0\.[0-9a-f-]{36}$/, 'unique, prefixed with the generation of the client\'s tokens')
 
   const byForm = await tokenRequest(app, { params: { ...grant, client_id: client.clientId, client_secret: clientSecret, scope: 'reports:read' } })
   t.equal(byForm.statusCode, 200, 'client_secret_post, form-encoded')
@@ -241,6 +241,21 @@ t.test('a rotated secret: the previous one works for the overlap asked, then nev
   t.same((await failuresOf(app)).map((e) => e.failureReason), ['invalid_secret', 'invalid_secret', 'invalid_secret', 'invalid_secret'])
 })
 
+t.test('a rotation with an overlap leaves issued tokens live; one without (a leaked secret) revokes them', async (t) => {
+  const { app, createClient, rotateSecret, serviceToken } = await oauthApp(t)
+  const { client, clientSecret } = await createClient('worker', ['a'])
+  const { client: gateway, clientSecret: gatewaySecret } = await createClient('gateway', [])
+  const introspect = async (token: string) => (await introspectRequest(app, { params: { token }, headers: basic(gateway.clientId, gatewaySecret) })).json()
+  const first = await serviceToken(client, clientSecret)
+  const rolled = await rotateSecret(client.id, 3600)
+  t.match(await introspect(first), { active: true }, 'rolled with an overlap: the token issued before is still live')
+  const second = await serviceToken(client, rolled)
+  const replaced = await rotateSecret(client.id, 0)
+  t.same(await introspect(first), { active: false }, 'replaced without overlap: revoked')
+  t.same(await introspect(second), { active: false }, 'every token issued before the replacement is revoked')
+  t.match(await introspect(await serviceToken(client, replaced)), { active: true }, 'a token with the new secret is live')
+})
+
 t.test('introspection of a service token: live while its client is enabled, with the client\'s current scopes', async (t) => {
   const { app, createClient, patchClient, deleteClient, serviceToken } = await oauthApp(t)
   const { client, clientSecret } = await createClient('svc', ['invoices:read', 'invoices:write'])
@@ -272,7 +287,10 @@ t.test('introspection of a service token: live while its client is enabled, with
   await patchClient(client.id, { disabled: true })
   t.same(await introspect(token), { active: false }, 'the client disabled: inactive at once')
   await patchClient(client.id, { disabled: false })
-  t.match(await introspect(token), { active: true, client_id: client.clientId }, 'enabled again: live again')
+  t.same(await introspect(token), { active: false }, 'enabled again: a token issued before the disabling stays revoked')
+  const fresh = await serviceToken(client, clientSecret)
+  t.match(await introspect(fresh), { active: true, client_id: client.clientId }, 'a token issued since is live')
+  t.match(decodeJwt(fresh).jti, /^1\./, 'of the next generation')
 
   t.equal((await deleteClient(client.id)).statusCode, 204)
   t.same(await introspect(token), { active: false }, 'the client deleted: inactive')
@@ -333,7 +351,7 @@ t.test('introspection answers exactly {active: false} for anything not live', as
   const user = await signup(app)
   const sec = Math.floor(Date.now() / 1000) // fast-jwt checks exp with the real clock
   const sign = (claims: Record<string, unknown>, key = JWT_SECRET, typ = 'at+jwt') =>
-    createSigner({ key, algorithm: 'HS256', header: { alg: 'HS256', typ } })({ iss: 'gatehouse', aud: 'gatehouse', jti: randomUUID(), iat: sec - 60, exp: sec + 600, ...claims })
+    createSigner({ key, algorithm: 'HS256', header: { alg: 'HS256', typ } })({ iss: 'gatehouse', aud: 'gatehouse', jti: `0.${randomUUID()}`, iat: sec - 60, exp: sec + 600, ...claims })
   const serviceClaims = { sub: client.clientId, client_id: client.clientId, scope: 'a' }
   const userClaims = { sub: user.user.id, sid: decodeJwt(user.accessToken).sid, role: 'user', amr: ['pwd'] }
 
@@ -402,9 +420,9 @@ t.test('each failed client authentication is recorded with the client id, method
     userId: e.userId, email: e.email, success: e.success, failureReason: e.failureReason, ipAddress: e.ipAddress, userAgent: e.userAgent, metadata: e.metadata
   })
   t.same(events.map(shape), [
-    { userId: null, email: null, success: false, failureReason: 'unknown_client', ipAddress: '192.0.2.1', userAgent: 'svc/1.0', metadata: { clientId: 'gc_unknown', method: 'client_secret_post', endpoint: 'token' } },
-    { userId: null, email: null, success: false, failureReason: 'invalid_secret', ipAddress: '192.0.2.2', userAgent: 'svc/1.0', metadata: { clientId: client.clientId, method: 'client_secret_basic', endpoint: 'introspect' } },
-    { userId: null, email: null, success: false, failureReason: 'client_disabled', ipAddress: '192.0.2.3', userAgent: 'svc/1.0', metadata: { clientId: disabled.clientId, method: 'client_secret_post', endpoint: 'token' } }
+    { userId: null, email: null, success: false, failureReason: 'unknown_client', ipAddress: '192.0.2.1', userAgent: 'svc/1.0', metadata: { clientId: null, address: '192.0.2.1', method: 'client_secret_post', endpoint: 'token' } },
+    { userId: null, email: null, success: false, failureReason: 'invalid_secret', ipAddress: '192.0.2.2', userAgent: 'svc/1.0', metadata: { clientId: client.clientId, address: '192.0.2.2', method: 'client_secret_basic', endpoint: 'introspect' } },
+    { userId: null, email: null, success: false, failureReason: 'client_disabled', ipAddress: '192.0.2.3', userAgent: 'svc/1.0', metadata: { clientId: disabled.clientId, address: '192.0.2.3', method: 'client_secret_post', endpoint: 'token' } }
   ])
 
   t.match(logs.text(), /\/oauth\/introspect/, 'the requests were logged')
