@@ -69,6 +69,15 @@ async function jwt (fastify: FastifyInstance) {
   const keys = createKeyRing({ secret: JWT_SECRET, privateKeyPem: JWT_PRIVATE_KEY, publicKeysPem: JWT_PUBLIC_KEYS })
   fastify.decorate('keys', keys)
   const { signing } = keys
+  // One signing setup and one set of pins for every access token, user's or service's.
+  const signOptions = {
+    algorithm: signing.alg,
+    iss: JWT_ISSUER,
+    aud: JWT_AUDIENCE,
+    ...(signing.kid === undefined ? {} : { kid: signing.kid }),
+    header: { alg: signing.alg, typ: ACCESS_TOKEN_TYP }
+  }
+  const pins = { algorithms: keys.algorithms, allowedIss: JWT_ISSUER, allowedAud: JWT_AUDIENCE, checkTyp: ACCESS_TOKEN_TYP }
   await fastify.register(fastifyJwt, {
     secret: {
       private: signing.key,
@@ -76,39 +85,15 @@ async function jwt (fastify: FastifyInstance) {
     },
     // The key callback needs the header (kid, alg): decode the whole token, not only its claims.
     decode: { complete: true },
-    sign: {
-      algorithm: signing.alg,
-      iss: JWT_ISSUER,
-      aud: JWT_AUDIENCE,
-      expiresIn: `${ACCESS_TOKEN_EXPIRE_MINUTES}m`,
-      ...(signing.kid === undefined ? {} : { kid: signing.kid }),
-      header: { alg: signing.alg, typ: ACCESS_TOKEN_TYP }
-    },
-    verify: {
-      algorithms: keys.algorithms,
-      allowedIss: JWT_ISSUER,
-      allowedAud: JWT_AUDIENCE,
-      checkTyp: ACCESS_TOKEN_TYP,
-      requiredClaims: ['sub', 'sid', 'jti', 'iat', 'exp', 'iss', 'aud']
-    }
+    sign: { ...signOptions, expiresIn: `${ACCESS_TOKEN_EXPIRE_MINUTES}m` },
+    verify: { ...pins, requiredClaims: ['sub', 'sid', 'jti', 'iat', 'exp', 'iss', 'aud'] }
   })
   fastify.decorate('signAccessToken', (claims: AccessClaims) => fastify.jwt.sign({ ...claims, jti: randomUUID() }))
-  const signService = createSigner({
-    key: signing.key,
-    algorithm: signing.alg,
-    iss: JWT_ISSUER,
-    aud: JWT_AUDIENCE,
-    expiresIn: fastify.config.CLIENT_TOKEN_EXPIRE_MINUTES * 60_000,
-    ...(signing.kid === undefined ? {} : { kid: signing.kid }),
-    header: { alg: signing.alg, typ: ACCESS_TOKEN_TYP }
-  })
+  const signService = createSigner({ ...signOptions, key: signing.key, expiresIn: fastify.config.CLIENT_TOKEN_EXPIRE_MINUTES * 60_000 })
   fastify.decorate('signServiceToken', (claims: ServiceClaims) => signService(claims))
   const verifyAny = createVerifier({
+    ...pins,
     key: async (decoded: { header: { alg?: unknown, kid?: unknown } }) => keys.verificationKey(decoded.header),
-    algorithms: keys.algorithms,
-    allowedIss: JWT_ISSUER,
-    allowedAud: JWT_AUDIENCE,
-    checkTyp: ACCESS_TOKEN_TYP,
     requiredClaims: ['sub', 'jti', 'iat', 'exp', 'iss', 'aud']
   })
   fastify.decorate('verifyAccessToken', async (token: string) => await verifyAny(token) as Record<string, unknown>)

@@ -2,7 +2,7 @@ import { and, count, desc, eq, gt, ilike, inArray, isNull, lt, lte, ne, or, sql 
 import { type Db, executePrepared, type Queryable, rowsOf, type Tx } from '../db/client.ts'
 import { refreshTokens, sessions, users, type RefreshTokenRow, type SessionRow, type UserRow } from '../db/schema.ts'
 import { afterCommit } from '../db/transaction.ts'
-import type { RequestContext } from './audit.ts'
+import { INSERT_EVENT, type RequestContext } from './audit.ts'
 import { hashOpaqueToken } from './opaque-tokens.ts'
 import type { Broadcast } from './state-store.ts'
 import type { Telemetry } from './telemetry.ts'
@@ -200,6 +200,12 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
       return user
     },
 
+    /** The user's email, or null when the user is gone (the audit rows of an actor). */
+    async emailOf (userId: string): Promise<string | null> {
+      const [user] = await db.select({ email: users.email }).from(users).where(eq(users.id, userId))
+      return user?.email ?? null
+    },
+
     /** The user of that email (a prepared statement: login's hot read, built once). */
     async userByEmail (email: string): Promise<UserRow | undefined> {
       const [user] = await byEmail.execute({ email })
@@ -363,7 +369,7 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
           select s.id, ${userId}, ${input.tokenHash}, null, ${t}::timestamptz, ${expiresAt}::timestamptz, ${ip} from s
           returning id
         ), recorded as (
-          insert into auth_events (event_type, user_id, email, ip_address, user_agent, success, failure_reason, metadata, created_at)
+          ${INSERT_EVENT}
           select ${input.record.type}, u.id, u.email, ${ip}, ${userAgent}, true, null, ${metadata}::jsonb, ${t}::timestamptz from u
           returning id
         )
@@ -528,7 +534,7 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
           where id = (select session_id from rotated)
           returning id, amr
         ), recorded as (
-          insert into auth_events (event_type, user_id, email, ip_address, user_agent, success, failure_reason, metadata, created_at)
+          ${INSERT_EVENT}
           select 'refresh', u.id, u.email, ${ip}, ${userAgent}, true, null, jsonb_build_object('sessionId', touched.id), ${t}::timestamptz
           from touched, u
           returning id

@@ -86,11 +86,10 @@ export function createAccountService (deps: {
     }
   }
 
-  const emailOf = async (userId: string) => (await store.userById(userId))?.email ?? null
 
   /** Revokes one session and records `logout` when it was live; returns whether it was. */
   async function endSession (userId: string, sessionId: string, reason: string, ctx: RequestContext, metadata: Record<string, unknown>) {
-    const email = await emailOf(userId)
+    const email = await store.emailOf(userId)
     return transaction(db, async (tx) => {
       const live = await store.revokeSession(tx, userId, sessionId, reason)
       if (live) await audit.record({ type: 'logout', ctx, userId, email, success: true, metadata }, tx)
@@ -175,7 +174,7 @@ export function createAccountService (deps: {
 
     /** Ends every session of the user, this one included; returns how many were live. */
     async logoutAll (userId: string, ctx: RequestContext): Promise<number> {
-      const email = await emailOf(userId)
+      const email = await store.emailOf(userId)
       return transaction(db, async (tx) => {
         const revoked = (await store.revokeAllSessions(tx, userId, 'logout_all')).length
         await audit.record({ type: 'logout_all', ctx, userId, email, success: true, metadata: { revoked } }, tx)

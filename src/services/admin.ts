@@ -55,9 +55,6 @@ const REPORT_ROWS = 100
 export function createAdminService (deps: { db: Db, now: () => Date, store: AccountStore, audit: AuditLog }) {
   const { db, now, store, audit } = deps
 
-  async function actorEmail (actor: Actor): Promise<string | null> {
-    return (await store.userById(actor.userId))?.email ?? null
-  }
 
   /**
    * The audit-log query for `filters`, newest first, ties by id. Each filter has an index on
@@ -127,7 +124,7 @@ export function createAdminService (deps: { db: Db, now: () => Date, store: Acco
       const userId = targetId.toLowerCase()
       // The acting admin's email for a refusal; a success reads it from the row it locked.
       const refused = async (failureReason: string) => audit.record({
-        type: 'admin_user_updated', ctx: actor.ctx, userId: actor.userId, email: await actorEmail(actor), success: false, failureReason,
+        type: 'admin_user_updated', ctx: actor.ctx, userId: actor.userId, email: await store.emailOf(actor.userId), success: false, failureReason,
         metadata: { targetUserId: userId, requested: patch }
       })
       if (userId === actor.userId.toLowerCase() && (patch.isActive === false || patch.role === 'user')) {
@@ -181,7 +178,7 @@ export function createAdminService (deps: { db: Db, now: () => Date, store: Acco
       })
       if (typeof result === 'number') return result
       await audit.record({
-        type: 'admin_sessions_revoked', ctx: actor.ctx, userId: actor.userId, email: await actorEmail(actor), success: false,
+        type: 'admin_sessions_revoked', ctx: actor.ctx, userId: actor.userId, email: await store.emailOf(actor.userId), success: false,
         failureReason: result === 'not_found' ? 'user_not_found' : 'not_admin', metadata: { targetUserId: userId }
       })
       if (result === 'actor_not_admin') throw new AppError('ADMIN_REQUIRED')

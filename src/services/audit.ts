@@ -1,3 +1,4 @@
+import { sql } from 'drizzle-orm'
 import { authEvents } from '../db/schema.ts'
 import type { Queryable } from '../db/client.ts'
 import { afterCommit } from '../db/transaction.ts'
@@ -13,6 +14,13 @@ export const EVENT_TYPES = [
   'passkey_registered', 'passkey_removed', 'passkey_clone_suspected'
 ] as const
 export type EventType = typeof EVENT_TYPES[number]
+
+/**
+ * `insert into auth_events (…)` with the columns in the order the single-statement writers (the
+ * one-statement login and refresh, in the account store) select their values in: the event's
+ * type, user id, email, IP, user agent, success, failure reason, metadata and time.
+ */
+export const INSERT_EVENT = sql.raw('insert into auth_events (event_type, user_id, email, ip_address, user_agent, success, failure_reason, metadata, created_at)')
 
 /** Who made the request; routes pass it down as plain values, never the request. */
 export interface RequestContext {

@@ -46,16 +46,12 @@ const scopeSet = (scopes: string[]) => [...new Set(scopes)].sort()
 export function createClientService (deps: { db: Db, now: () => Date, store: AccountStore, audit: AuditLog }) {
   const { db, now, audit } = deps
 
-  async function actorEmail (actor: Actor): Promise<string | null> {
-    return (await deps.store.userById(actor.userId))?.email ?? null
-  }
-
   /**
    * Records a change in `tx`. The acting admin's email is read before the transaction opens (on the
    * embedded database, a read outside an open transaction would wait for it to end).
    */
   async function recorder (actor: Actor) {
-    const email = await actorEmail(actor)
+    const email = await deps.store.emailOf(actor.userId)
     return async (tx: Tx, type: 'client_created' | 'client_updated' | 'client_secret_rotated' | 'client_deleted', client: OAuthClientRow, extra: Record<string, unknown> = {}) => {
       await audit.record({
         type, ctx: actor.ctx, userId: actor.userId, email, success: true,
