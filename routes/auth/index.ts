@@ -4,7 +4,8 @@ import type { FastifyReply } from 'fastify'
 import { countRateLimited, routeRateLimit } from '../../plugins/rate-limit.ts'
 import { AppError } from '../../src/errors.ts'
 import {
-  CredentialsSchema, LoginMfaSchema, MfaChallengeSchema, SessionListSchema, SessionParamsSchema, TokenResponseSchema
+  CredentialsSchema, ForgotPasswordSchema, LoginMfaSchema, MfaChallengeSchema, SessionListSchema, SessionParamsSchema, TokenResponseSchema,
+  VerificationRequiredSchema, VerifyEmailSchema
 } from '../../src/schemas/auth.ts'
 import { errors, MessageSchema } from '../../src/schemas/common.ts'
 import { type AuthResult, toPublicUser } from '../../src/services/accounts.ts'
@@ -32,11 +33,40 @@ const authRoutes: FastifyPluginAsyncTypebox = async (fastify) => {
       tags: ['auth'],
       summary: 'Create an account and log in',
       body: CredentialsSchema,
-      response: { 201: TokenResponseSchema, ...errors(400, 409, 413, 415, 429) }
+      response: { 201: Type.Union([TokenResponseSchema, VerificationRequiredSchema]), ...errors(400, 409, 413, 415, 429) }
     }
   }, async (request, reply) => {
     const result = await accounts.signup(request.body, requestContext(request))
+    // REQUIRE_EMAIL_VERIFICATION: the account waits for its address; no token, no cookie.
+    if ('verificationRequired' in result) return reply.code(201).send(result)
     return reply.code(201).send(respond(reply, result))
+  })
+
+  fastify.post('/email/verify', {
+    config: { rateLimit: routeRateLimit(c.RATE_LIMIT_ENABLED, c.RATE_LIMIT_PASSWORD_MAX, c.RATE_LIMIT_PASSWORD_WINDOW_SECONDS) },
+    schema: {
+      tags: ['auth'],
+      summary: 'Confirm the email address with the token of the mailed link (single use)',
+      body: VerifyEmailSchema,
+      response: { 200: MessageSchema, ...errors(400, 413, 415, 429) }
+    }
+  }, async (request) => {
+    await fastify.services.emailVerification.verify(request.body.token, requestContext(request))
+    return { message: 'Email address verified' }
+  })
+
+  fastify.post('/email/verify/resend', {
+    preValidation: normaliseEmailField,
+    schema: {
+      tags: ['auth'],
+      summary: 'Mail a new verification link (same answer whether or not the account exists)',
+      body: ForgotPasswordSchema,
+      response: { 202: MessageSchema, ...errors(400, 413, 415, 429) }
+    }
+  }, async (request, reply) => {
+    // Carried out after this answer, so every email takes the same time; the limits send no mail but still answer 202.
+    fastify.services.emailVerification.requestResend(request.body.email, requestContext(request))
+    return reply.code(202).send({ message: 'If that address has an account waiting for verification, a new link is on its way' })
   })
 
   const loginLimit = routeRateLimit(c.RATE_LIMIT_ENABLED, c.RATE_LIMIT_LOGIN_MAX, c.RATE_LIMIT_LOGIN_WINDOW_SECONDS)

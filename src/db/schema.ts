@@ -34,6 +34,8 @@ export const users = pgTable('users', {
   /** When the owner was last told that someone is guessing second factors (one mail a window). */
   mfaAlertedAt: ts('mfa_alerted_at'),
   passwordMustChange: boolean('password_must_change').notNull().default(false),
+  /** The owner proved the address (a verification link, a completed reset), or the bootstrapped admin. */
+  emailVerified: boolean('email_verified').notNull().default(false),
   passwordChangedAt: ts('password_changed_at').notNull(),
   createdAt: ts('created_at').notNull(),
   updatedAt: ts('updated_at').notNull(),
@@ -216,6 +218,20 @@ export const tasks = pgTable('tasks', {
   updatedAt: ts('updated_at').notNull()
 }, (t) => [
   index('tasks_user_id_created_at_idx').on(t.userId, t.createdAt)
+])
+
+/** Email-verification links: single use, stored as SHA-256 of the token, never in the clear. */
+export const emailVerificationTokens = pgTable('email_verification_tokens', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  userId: uuid('user_id').notNull().references(() => users.id, { onDelete: 'cascade' }),
+  tokenHash: text('token_hash').notNull(),
+  createdAt: ts('created_at').notNull(),
+  expiresAt: ts('expires_at').notNull(),
+  usedAt: ts('used_at'),
+  requestedIp: text('requested_ip')
+}, (t) => [
+  uniqueIndex('email_verification_tokens_token_hash_key').on(t.tokenHash),
+  index('email_verification_tokens_user_id_created_at_idx').on(t.userId, t.createdAt)
 ])
 
 /**

@@ -4,6 +4,7 @@ import { DateTimeSchema, EmailSchema, UuidSchema } from './common.ts'
 export const UserSchema = Type.Object({
   id: UuidSchema,
   email: Type.String(),
+  emailVerified: Type.Boolean({ description: 'the owner followed a verification link (or completed a password reset)' }),
   role: Type.Union([Type.Literal('user'), Type.Literal('admin')]),
   isActive: Type.Boolean(),
   mfaEnabled: Type.Boolean(),
@@ -43,6 +44,14 @@ export const SessionParamsSchema = Type.Object({ id: UuidSchema })
 const NewPassword = Type.String({ minLength: 1, maxLength: 1024 })
 
 export const ForgotPasswordSchema = Type.Object({ email: EmailSchema }, { additionalProperties: false })
+
+export const VerifyEmailSchema = Type.Object({ token: Type.String({ minLength: 1, maxLength: 256 }) }, { additionalProperties: false })
+
+/** Signup's answer under REQUIRE_EMAIL_VERIFICATION: no token, no cookie. */
+export const VerificationRequiredSchema = Type.Object({
+  user: Type.Ref('User'),
+  verificationRequired: Type.Literal(true)
+})
 
 export const ResetPasswordSchema = Type.Object({
   token: Type.String({ minLength: 1, maxLength: 256 }),

@@ -11,7 +11,7 @@ export type Amr = 'pwd' | 'otp'
 export type Role = 'user' | 'admin'
 
 /** What `GET /api/auth/me` shows of a user: the row without any secret. */
-export type PublicUserRow = Pick<UserRow, 'id' | 'email' | 'role' | 'isActive' | 'mfaEnabled' | 'passwordMustChange' | 'createdAt' | 'lastLoginAt'>
+export type PublicUserRow = Pick<UserRow, 'id' | 'email' | 'emailVerified' | 'role' | 'isActive' | 'mfaEnabled' | 'passwordMustChange' | 'createdAt' | 'lastLoginAt'>
 
 export interface SessionState {
   /** false when the session is revoked or expired, or the user deactivated or gone. */
@@ -55,12 +55,13 @@ const IDS_PER_MESSAGE = 150
 const UUID_LIST = /^[0-9a-f-]{36}(,[0-9a-f-]{36})*$/
 
 /** The columns of a `u` (users) row in a raw statement that `publicUserOf` reads. */
-const PUBLIC_USER_COLUMNS = sql.raw(`u.id, u.email, u.role, u.is_active, u.mfa_enabled, u.password_must_change,
+const PUBLIC_USER_COLUMNS = sql.raw(`u.id, u.email, u.email_verified, u.role, u.is_active, u.mfa_enabled, u.password_must_change,
   (extract(epoch from u.created_at) * 1000)::float8 as created_ms,
   (extract(epoch from u.last_login_at) * 1000)::float8 as last_login_ms`)
 interface RawPublicUser {
   id: string
   email: string
+  email_verified: boolean
   role: Role
   is_active: boolean
   mfa_enabled: boolean
@@ -71,6 +72,7 @@ interface RawPublicUser {
 const publicUserOf = (row: RawPublicUser): PublicUserRow => ({
   id: row.id,
   email: row.email,
+  emailVerified: row.email_verified,
   role: row.role,
   isActive: row.is_active,
   mfaEnabled: row.mfa_enabled,
@@ -219,7 +221,7 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
     },
 
     /** A new user, or undefined when the email is taken (ON CONFLICT DO NOTHING: racing signups give one row). */
-    async insertUser (tx: Tx, values: { email: string, passwordHash: string, role?: Role, passwordMustChange?: boolean, lastLoginAt?: Date }): Promise<UserRow | undefined> {
+    async insertUser (tx: Tx, values: { email: string, passwordHash: string, role?: Role, passwordMustChange?: boolean, emailVerified?: boolean, lastLoginAt?: Date }): Promise<UserRow | undefined> {
       const t = now()
       const [user] = await tx.insert(users).values({ ...values, passwordChangedAt: t, createdAt: t, updatedAt: t })
         .onConflictDoNothing({ target: users.email }).returning()
@@ -270,6 +272,17 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
         db.select({ n: count() }).from(users).where(where)
       ])
       return { items, total: total?.n ?? 0 }
+    },
+
+    /**
+     * Marks the user's address as proven (a verification link, a completed reset), in the
+     * caller's transaction; true when it was not yet. Drops the cached states (`/me` shows it).
+     */
+    async markEmailVerified (tx: Tx, userId: string): Promise<boolean> {
+      const [changed] = await tx.update(users).set({ emailVerified: true, updatedAt: now() })
+        .where(and(eq(users.id, userId), eq(users.emailVerified, false))).returning({ id: users.id })
+      if (changed !== undefined) await forgetSessionsOf(tx, userId)
+      return changed !== undefined
     },
 
     // ---- TOTP and the per-account MFA counters (columns of users) -------------------------
@@ -359,7 +372,7 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
       const result = await executePrepared(q, 'gatehouse_open_session', sql`
         with u as (
           update users set last_login_at = ${t}::timestamptz where id = ${userId} and is_active
-          returning id, email, role, is_active, mfa_enabled, password_must_change, created_at, last_login_at
+          returning id, email, email_verified, role, is_active, mfa_enabled, password_must_change, created_at, last_login_at
         ), s as (
           insert into sessions (user_id, amr, ip_address, user_agent, created_at, last_used_at, expires_at)
           select id, ${amr}::text[], ${ip}, ${userAgent}, ${t}::timestamptz, ${t}::timestamptz, ${expiresAt}::timestamptz from u
@@ -417,6 +430,7 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
           user: {
             id: users.id,
             email: users.email,
+            emailVerified: users.emailVerified,
             role: users.role,
             isActive: users.isActive,
             mfaEnabled: users.mfaEnabled,
@@ -508,7 +522,7 @@ export function createAccountStore (deps: { db: Db, now: () => Date, checkTtlSec
         with found as materialized (
           select id, session_id, user_id from refresh_tokens where token_hash = ${input.hash}
         ), u as materialized (
-          select id, email, role, is_active, mfa_enabled, password_must_change, created_at, last_login_at
+          select id, email, email_verified, role, is_active, mfa_enabled, password_must_change, created_at, last_login_at
           from users where id = (select user_id from found) and is_active
           for no key update
         ), s as materialized (

@@ -9,12 +9,14 @@ import type { PasswordThrottle } from './password-throttle.ts'
 import type { BreachChecker } from './hibp.ts'
 import type { MfaChallenge, MfaService } from './mfa.ts'
 import type { AccountStore, PublicUserRow } from './account-store.ts'
+import type { EmailVerification } from './email-verification.ts'
 import type { Amr, IssuedRefreshToken, SessionService } from './sessions.ts'
 
 /** The contract's User object. */
 export interface PublicUser {
   id: string
   email: string
+  emailVerified: boolean
   role: 'user' | 'admin'
   isActive: boolean
   mfaEnabled: boolean
@@ -27,6 +29,7 @@ export function toPublicUser (u: PublicUserRow): PublicUser {
   return {
     id: u.id,
     email: u.email,
+    emailVerified: u.emailVerified,
     role: u.role,
     isActive: u.isActive,
     mfaEnabled: u.mfaEnabled,
@@ -53,6 +56,12 @@ export interface TokenResponse {
   expiresIn: number
 }
 
+/** Signup's answer under REQUIRE_EMAIL_VERIFICATION: the account, and no token. */
+export interface VerificationRequired {
+  user: PublicUser
+  verificationRequired: true
+}
+
 /** What signup, login and refresh produce: the JSON body and the refresh cookie's value. */
 export interface AuthResult {
   body: TokenResponse
@@ -68,6 +77,9 @@ export function createAccountService (deps: {
   audit: AuditLog
   store: AccountStore
   sessions: SessionService
+  emailVerification: EmailVerification
+  /** REQUIRE_EMAIL_VERIFICATION: signup opens no session, and login waits for a verified address. */
+  requireVerifiedEmail: boolean
   throttle: PasswordThrottle
   signAccessToken: (claims: AccessClaims) => string
   accessTokenSeconds: number
@@ -104,7 +116,11 @@ export function createAccountService (deps: {
   }
 
   return {
-    async signup (input: { email: string, password: string }, ctx: RequestContext): Promise<AuthResult> {
+    /**
+     * A new account, its verification mail, and (unless REQUIRE_EMAIL_VERIFICATION) a session:
+     * with it, the account waits for its address to be proven and the answer holds no token.
+     */
+    async signup (input: { email: string, password: string }, ctx: RequestContext): Promise<AuthResult | VerificationRequired> {
       const email = normaliseEmail(input.email)
       assertPasswordPolicy(input.password)
       await deps.breaches.assertNotBreached(input.password)
@@ -113,6 +129,11 @@ export function createAccountService (deps: {
         // Two racing signups of one email give one row and one 409, no 500.
         const created = await store.insertUser(tx, { email, passwordHash })
         if (created === undefined) throw new AppError('EMAIL_TAKEN')
+        await deps.emailVerification.issue(tx, created, ctx)
+        if (deps.requireVerifiedEmail) {
+          await audit.record({ type: 'signup', ctx, userId: created.id, email, success: true, metadata: { verificationRequired: true } }, tx)
+          return { user: toPublicUser(created), verificationRequired: true as const }
+        }
         const { user, sessionId, refresh } = await deps.sessions.create(tx, created.id, ctx, ['pwd'], 'signup')
         return authResult(user, sessionId, ['pwd'], refresh)
       })
@@ -135,6 +156,12 @@ export function createAccountService (deps: {
       if (!user.isActive) {
         await audit.record({ type: 'login_failure', ctx, userId: user.id, email, success: false, failureReason: 'account_disabled' })
         throw new AppError('ACCOUNT_DISABLED')
+      }
+
+      // The right password, but the address is not proven yet (a wrong password stays 401 above).
+      if (deps.requireVerifiedEmail && !user.emailVerified) {
+        await audit.record({ type: 'login_failure', ctx, userId: user.id, email, success: false, failureReason: 'email_not_verified' })
+        throw new AppError('EMAIL_NOT_VERIFIED')
       }
 
       // Parameters changed since this hash was made: upgrade it while we hold the password.

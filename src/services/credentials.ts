@@ -62,8 +62,23 @@ export function createCredentialService (deps: {
 
   const resetLink = (token: string) => `${deps.appUrl.replace(/\/+$/, '')}/reset-password?token=${token}`
 
-  /** Reset requests accepted but not yet carried out (see requestReset), at most MAX_QUEUED_RESETS. */
+  /** Requests accepted but not yet carried out (see requestReset), at most MAX_QUEUED_RESETS. */
   const queued = new Set<Promise<void>>()
+
+  /**
+   * Carries out `work` after the caller has answered, so that the answer takes the same time
+   * whatever the work finds (an account or none). Bounded: accepted work must not pile up without
+   * limit when requests outrun the database. `settled` waits for it.
+   */
+  function defer (work: () => Promise<void>, what: string): void {
+    if (queued.size >= MAX_QUEUED_RESETS) throw new AppError('SERVICE_UNAVAILABLE', 'Too many requests in progress, please try again shortly')
+    // setImmediate: not even the first query may run before the answer has been written.
+    const running = new Promise<void>((resolve) => { setImmediate(resolve) })
+      .then(work)
+      .catch((err: unknown) => deps.telemetry.log.error({ err }, `${what} failed`))
+      .finally(() => queued.delete(running))
+    queued.add(running)
+  }
 
   /**
    * Whether the email has an account, is disabled, or has had too many reset emails this hour
@@ -122,15 +137,10 @@ export function createCredentialService (deps: {
      * real account (a token, an email) would otherwise show in the response time.
      */
     requestReset (rawEmail: string, ctx: RequestContext): void {
-      // Bounded: accepted work must not pile up without limit when requests outrun the database.
-      if (queued.size >= MAX_QUEUED_RESETS) throw new AppError('SERVICE_UNAVAILABLE', 'Too many password reset requests in progress, please try again shortly')
-      // setImmediate: not even the first query may run before the answer has been written.
-      const work = new Promise<void>((resolve) => { setImmediate(resolve) })
-        .then(() => forgot(rawEmail, ctx))
-        .catch((err: unknown) => deps.telemetry.log.error({ err }, 'password reset request failed'))
-        .finally(() => queued.delete(work))
-      queued.add(work)
+      defer(() => forgot(rawEmail, ctx), 'password reset request')
     },
+
+    defer,
 
     /** Resolves when every accepted reset request has been carried out (shutdown, tests). */
     async settled (): Promise<void> {
@@ -163,6 +173,10 @@ export function createCredentialService (deps: {
           return undefined
         }
         await setPassword(tx, user.id, passwordHash, t)
+        // The link came to the mailbox: the address is proven.
+        if (await store.markEmailVerified(tx, user.id)) {
+          await audit.record({ type: 'email_verified', ctx, userId: user.id, email: user.email, success: true, metadata: { via: 'password_reset' } }, tx)
+        }
         const revoked = (await store.revokeAllSessions(tx, user.id, 'password_reset')).length
         await audit.record({ type: 'password_reset', ctx, userId: user.id, email: user.email, success: true, metadata: { revokedSessions: revoked } }, tx)
         await outbox.enqueue(tx, 'password_changed', {
@@ -224,7 +238,8 @@ export function createCredentialService (deps: {
       if (await store.userByEmail(email) !== undefined) return false
       const passwordHash = await passwords.hash(password)
       return transaction(db, async (tx) => {
-        const created = await store.insertUser(tx, { email, passwordHash, role: 'admin', passwordMustChange: true })
+        // The operator wrote the address into the configuration: verified.
+        const created = await store.insertUser(tx, { email, passwordHash, role: 'admin', passwordMustChange: true, emailVerified: true })
         if (created === undefined) return false
         await audit.record({ type: 'signup', ctx: { ip: 'bootstrap', userAgent: null }, userId: created.id, email, success: true, metadata: { bootstrapAdmin: true } }, tx)
         return true

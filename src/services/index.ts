@@ -3,6 +3,7 @@ import type { Db } from '../db/client.ts'
 import { type AccessClaims, createAccountService } from './accounts.ts'
 import { createAuditLog } from './audit.ts'
 import { createCredentialService } from './credentials.ts'
+import { createEmailVerification } from './email-verification.ts'
 import { createBreachChecker } from './hibp.ts'
 import { createMfaService, type MfaTokenCodec } from './mfa.ts'
 import { createSmtpMailer, createStdoutMailer, type Mailer } from './mailer.ts'
@@ -123,19 +124,6 @@ export function createServices ({ db, config, now, keys, broadcast, signAccessTo
     maxFailures: 5,
     accountLimit: { maxFailures: config.RATE_LIMIT_MFA_ACCOUNT_FAILURES, windowMinutes: config.RATE_LIMIT_MFA_ACCOUNT_WINDOW_MINUTES }
   })
-  const accounts = createAccountService({
-    db,
-    now,
-    passwords,
-    breaches,
-    mfa,
-    audit,
-    store,
-    sessions,
-    signAccessToken,
-    accessTokenSeconds: config.ACCESS_TOKEN_EXPIRE_MINUTES * 60,
-    throttle
-  })
   const credentials = createCredentialService({
     db,
     now,
@@ -150,6 +138,33 @@ export function createServices ({ db, config, now, keys, broadcast, signAccessTo
     appUrl: config.APP_URL,
     resetTokenMinutes: 30,
     resetEmailsPerHour: config.RATE_LIMIT_RESET_EMAILS_PER_HOUR
+  })
+  const emailVerification = createEmailVerification({
+    db,
+    now,
+    store,
+    audit,
+    outbox,
+    appUrl: config.APP_URL,
+    expireHours: config.EMAIL_VERIFY_EXPIRE_HOURS,
+    perAccountPerHour: config.RATE_LIMIT_VERIFY_EMAILS_PER_HOUR,
+    perIpPerHour: config.RATE_LIMIT_VERIFY_IP_PER_HOUR,
+    defer: credentials.defer
+  })
+  const accounts = createAccountService({
+    db,
+    now,
+    passwords,
+    breaches,
+    mfa,
+    audit,
+    store,
+    sessions,
+    emailVerification,
+    requireVerifiedEmail: config.REQUIRE_EMAIL_VERIFICATION,
+    signAccessToken,
+    accessTokenSeconds: config.ACCESS_TOKEN_EXPIRE_MINUTES * 60,
+    throttle
   })
   const admin = createAdminService({ db, now, store, audit })
   const clients = createClientService({ db, now, store, audit })
@@ -171,6 +186,6 @@ export function createServices ({ db, config, now, keys, broadcast, signAccessTo
     telemetry,
     settings: { authEventsDays: config.AUTH_EVENTS_RETENTION_DAYS, outboxDays: config.OUTBOX_RETENTION_DAYS }
   })
-  return { passwords, breaches, audit, outbox, store, sessions, mfa, accounts, credentials, admin, clients, oauth, tasks, retention }
+  return { passwords, breaches, audit, outbox, store, sessions, mfa, accounts, credentials, admin, clients, oauth, emailVerification, tasks, retention }
 }
 export type Services = ReturnType<typeof createServices>

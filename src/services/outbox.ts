@@ -7,7 +7,7 @@ import type { Sealer } from './sealing.ts'
 import type { Telemetry } from './telemetry.ts'
 import { withTimeout } from './with-timeout.ts'
 
-export type EmailKind = 'refresh_token_reused' | 'password_reset' | 'password_changed' | 'mfa_disabled' | 'mfa_failures'
+export type EmailKind = 'refresh_token_reused' | 'password_reset' | 'password_changed' | 'mfa_disabled' | 'mfa_failures' | 'email_verification'
 
 export interface OutboxSettings {
   backoffBaseSeconds: number

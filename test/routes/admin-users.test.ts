@@ -8,7 +8,7 @@ import {
   signup, signupAdmin, testClock, type Test, uniqueEmail
 } from '../helper.ts'
 
-const USER_KEYS = ['createdAt', 'email', 'id', 'isActive', 'lastLoginAt', 'mfaEnabled', 'passwordMustChange', 'role']
+const USER_KEYS = ['createdAt', 'email', 'emailVerified', 'id', 'isActive', 'lastLoginAt', 'mfaEnabled', 'passwordMustChange', 'role']
 const SESSION_KEYS = ['createdAt', 'current', 'id', 'ipAddress', 'lastUsedAt', 'userAgent']
 const BOOTSTRAP = { ADMIN_EMAIL: 'root@example.com', ADMIN_PASSWORD: 'Bootstrap-Passw0rd-1' }
 

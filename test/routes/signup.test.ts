@@ -16,9 +16,9 @@ t.test('signup creates the account, a session and returns the token response', a
   t.equal(body.tokenType, 'Bearer')
   t.equal(body.expiresIn, 15 * 60)
   t.match(body.user, {
-    email, role: 'user', isActive: true, mfaEnabled: false, passwordMustChange: false
+    email, emailVerified: false, role: 'user', isActive: true, mfaEnabled: false, passwordMustChange: false
   })
-  t.same(Object.keys(body.user).sort(), ['createdAt', 'email', 'id', 'isActive', 'lastLoginAt', 'mfaEnabled', 'passwordMustChange', 'role'])
+  t.same(Object.keys(body.user).sort(), ['createdAt', 'email', 'emailVerified', 'id', 'isActive', 'lastLoginAt', 'mfaEnabled', 'passwordMustChange', 'role'])
   t.match(body.user.id, /^[0-9a-f-]{36}$/)
   t.ok(!Number.isNaN(Date.parse(body.user.createdAt)))
 
