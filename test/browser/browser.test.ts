@@ -9,6 +9,7 @@ import t from 'tap'
 if (existsSync('/usr/bin/chromium')) {
   await import('./cookies.browser.ts')
   await import('./docs.browser.ts')
+  await import('./client.browser.ts')
 } else if (process.env.CI === 'true') {
   throw new Error('/usr/bin/chromium is required in CI (apt-get install chromium)')
 } else {

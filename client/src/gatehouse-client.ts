@@ -1,0 +1,555 @@
+/**
+ * @gatehouse/client: the browser half of Gatehouse's cookie design.
+ *
+ * - The access token lives in this module's memory only (never localStorage or a readable
+ *   cookie). On page load it is obtained from the httpOnly `refresh_token` cookie (or from
+ *   another tab that holds a fresh one), and it is refreshed a little before it expires.
+ * - One refresh for all tabs of an origin: a Web Lock serialises refreshes, and a
+ *   BroadcastChannel hands the new access token to every other tab, so N tabs cost one
+ *   rotation. A tab that waited for the lock, or that wakes with an expired token, first takes
+ *   the token another tab just obtained instead of rotating again.
+ * - Logging out in one tab logs out every tab; `onChange` tells the app.
+ *
+ * No runtime dependencies. Browsers without Web Locks or BroadcastChannel still work, one tab at
+ * a time (each tab then refreshes on its own, which the server's idempotent refresh tolerates).
+ */
+
+/** The user object of the HTTP contract. */
+export interface User {
+  id: string
+  email: string
+  emailVerified: boolean
+  role: 'user' | 'admin'
+  isActive: boolean
+  mfaEnabled: boolean
+  passwordMustChange: boolean
+  createdAt: string
+  lastLoginAt: string | null
+}
+
+/** What the app is told through `onChange`. */
+export type AuthState =
+  | { status: 'loading', user: null }
+  | { status: 'signed-in', user: User }
+  | { status: 'signed-out', user: null }
+  | { status: 'mfa-required', user: null }
+
+/** The contract's error codes, plus `NETWORK_ERROR` (no answer) and the client's own. */
+export type ErrorCode =
+  | 'VALIDATION_ERROR' | 'PASSWORD_TOO_WEAK' | 'PASSWORD_BREACHED' | 'RESET_TOKEN_INVALID' | 'VERIFY_TOKEN_INVALID'
+  | 'PASSKEY_REGISTRATION_FAILED' | 'AUTH_REQUIRED' | 'TOKEN_INVALID' | 'TOKEN_EXPIRED' | 'SESSION_REVOKED'
+  | 'AUTH_INVALID_CREDENTIALS' | 'REFRESH_TOKEN_INVALID' | 'REFRESH_TOKEN_REUSED' | 'MFA_INVALID_CODE' | 'MFA_TOKEN_INVALID'
+  | 'PASSKEY_INVALID' | 'FORBIDDEN' | 'ADMIN_REQUIRED' | 'ACCOUNT_DISABLED' | 'PASSWORD_CHANGE_REQUIRED' | 'CSRF_REJECTED'
+  | 'EMAIL_NOT_VERIFIED' | 'NOT_FOUND' | 'EMAIL_TAKEN' | 'MFA_ALREADY_ENABLED' | 'PAYLOAD_TOO_LARGE'
+  | 'UNSUPPORTED_MEDIA_TYPE' | 'RATE_LIMITED' | 'SERVICE_UNAVAILABLE'
+  /** The request got no answer (offline, DNS, CORS refused, aborted). `status` is 0. */
+  | 'NETWORK_ERROR'
+  /** `loginMfa` without a pending MFA login in this tab. */
+  | 'MFA_NOT_PENDING'
+  /** `client.fetch` to an origin that is not in `apiOrigins` (the token is not sent there). */
+  | 'ORIGIN_NOT_ALLOWED'
+  /** An answer that is not the contract's shape (a proxy's error page, for example). */
+  | 'UNEXPECTED_RESPONSE'
+
+/** Every failure of the client: the HTTP status (0 without an answer) and the contract's `code`. */
+export class GatehouseError extends Error {
+  override readonly name = 'GatehouseError'
+  readonly status: number
+  readonly code: ErrorCode
+  /** Seconds from `Retry-After` on a 429. */
+  readonly retryAfter: number | undefined
+
+  constructor (status: number, code: ErrorCode, message: string, opts: { retryAfter?: number, cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause })
+    this.status = status
+    this.code = code
+    this.retryAfter = opts.retryAfter
+  }
+}
+
+export interface GatehouseClientOptions {
+  /** Where Gatehouse answers, e.g. `https://auth.example.com` (no path, or the path it is mounted under). */
+  baseUrl: string
+  /**
+   * Origins `client.fetch` sends the access token to. Default: Gatehouse's origin and the page's
+   * own. Add your API services' origins here.
+   */
+  apiOrigins?: string[]
+  /** Refresh this many seconds before the access token expires (default 60; at most a quarter of its lifetime). */
+  refreshMarginSeconds?: number
+  /**
+   * How long a tab waits at most for the other open tabs to answer before it rotates itself
+   * (default 1000 ms). It waits only while a tab that is open has not answered: a frozen one.
+   */
+  peerWaitMs?: number
+  /** The `fetch` to use (default the global one). */
+  fetch?: typeof fetch
+}
+
+export type SignupResult = { user: User, verificationRequired: false } | { user: User, verificationRequired: true }
+export type LoginResult = { mfaRequired: false, user: User } | { mfaRequired: true }
+export type MfaCode = string | { code: string } | { backupCode: string }
+
+export interface GatehouseClient {
+  /** Creates the account; signed in unless the service requires a verified email first. */
+  signup (email: string, password: string): Promise<SignupResult>
+  /** Signs in, or answers `{ mfaRequired: true }`: then call `loginMfa` with a code. */
+  login (email: string, password: string): Promise<LoginResult>
+  /** Completes a login that needs a second factor: a TOTP code, or `{ backupCode }`. */
+  loginMfa (code: MfaCode): Promise<User>
+  /** Consumes the token of a verification link (`/verify-email?token=…`); signs nobody in. */
+  verifyEmail (token: string): Promise<void>
+  /** Asks for a new verification link; always resolves (the service answers 202 whatever the email). */
+  resendVerification (email: string): Promise<void>
+  /** Ends this session on the server and signs out every tab. */
+  logout (): Promise<void>
+  /** Ends every session of the user (all devices); returns how many were revoked. */
+  logoutAll (): Promise<number>
+  /** The signed-in user, fresh from `GET /api/auth/me`, or null when signed out. */
+  getUser (): Promise<User | null>
+  /** A valid access token (refreshed when it is about to expire), or null when signed out. */
+  getAccessToken (): Promise<string | null>
+  /**
+   * `fetch` with `Authorization: Bearer …`; on 401 `TOKEN_EXPIRED` it refreshes once and retries.
+   * HTTP errors come back as responses, as with `fetch`; no answer at all is a GatehouseError
+   * `NETWORK_ERROR`.
+   */
+  fetch (input: RequestInfo | URL, init?: RequestInit): Promise<Response>
+  /** Calls `listener` on every change of state (and once now); returns the unsubscribe function. */
+  onChange (listener: (state: AuthState) => void): () => void
+  /** The current state, without waiting. */
+  readonly state: AuthState
+  /** Resolves once the page-load check (cookie or another tab) has settled. */
+  readonly ready: Promise<AuthState>
+  /** Stops timers and listeners (tests, hot reload). */
+  close (): void
+}
+
+interface Session { accessToken: string, expiresAt: number, lifetimeMs: number, user: User }
+
+type Message =
+  | { type: 'ask', id: string }
+  | { type: 'here', re: string }
+  | { type: 'token', re?: string, accessToken: string, expiresAt: number, lifetimeMs: number, user: User }
+  | { type: 'signed-out' }
+
+const REFRESH_FAILED_RETRY_MS = 10_000
+
+export function createGatehouseClient (options: GatehouseClientOptions): GatehouseClient {
+  const base = options.baseUrl.replace(/\/+$/, '')
+  const baseOrigin = new URL(base).origin
+  const pageOrigin = typeof location === 'undefined' ? undefined : location.origin
+  const apiOrigins = new Set([baseOrigin, ...(pageOrigin === undefined ? [] : [pageOrigin]), ...(options.apiOrigins ?? []).map((o) => new URL(o).origin)])
+  const marginSeconds = options.refreshMarginSeconds ?? 60
+  const peerWaitMs = options.peerWaitMs ?? 1000
+  const doFetch: typeof fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init))
+  const name = `gatehouse:${base}`
+
+  let session: Session | null = null
+  let state: AuthState = { status: 'loading', user: null }
+  let mfaToken: string | null = null
+  /** Moves on every sign-out, here or in another tab: a refresh begun before one does not sign back in. */
+  let signOutEpoch = 0
+  let closed = false
+  let renewing: Promise<Session | null> | null = null
+  let refreshTimer: ReturnType<typeof setTimeout> | undefined
+  const listeners = new Set<(s: AuthState) => void>()
+  const pendingAsks = new Map<string, (s: Session | null) => void>()
+
+  // -------------------------------------------------------------------------------------------
+  // State
+
+  const marginMs = (s: Session) => Math.min(marginSeconds * 1000, s.lifetimeMs / 4)
+  const isFresh = (s: Session | null): s is Session => s !== null && s.expiresAt - Date.now() > marginMs(s)
+
+  function setState (next: AuthState) {
+    if (next.status === state.status && JSON.stringify(next.user) === JSON.stringify(state.user)) return
+    state = next
+    for (const listener of [...listeners]) {
+      try { listener(state) } catch (err) { queueMicrotask(() => { throw err }) }
+    }
+  }
+
+  function schedule () {
+    clearTimeout(refreshTimer)
+    if (session === null || closed) return
+    const s = session
+    refreshTimer = setTimeout(() => {
+      renew(s).catch(() => { /* kept signed in; retried on 'online' and by the next call */ })
+    }, Math.max(0, s.expiresAt - marginMs(s) - Date.now()))
+  }
+
+  /** Takes a session (ours or another tab's) if it is newer than the one held. */
+  function adopt (s: Session, announce: boolean) {
+    if (session !== null && session.expiresAt >= s.expiresAt) return
+    session = s
+    mfaToken = null
+    if (announce) post({ type: 'token', ...s })
+    setState({ status: 'signed-in', user: s.user })
+    schedule()
+  }
+
+  function signedOut (announce: boolean) {
+    signOutEpoch++
+    session = null
+    mfaToken = null
+    clearTimeout(refreshTimer)
+    if (announce) post({ type: 'signed-out' })
+    setState({ status: 'signed-out', user: null })
+  }
+
+  function sessionFrom (body: { accessToken?: unknown, expiresIn?: unknown, user?: unknown }, previous: User | null): Session {
+    if (typeof body.accessToken !== 'string' || typeof body.expiresIn !== 'number') {
+      throw new GatehouseError(200, 'UNEXPECTED_RESPONSE', 'The token response has no accessToken or expiresIn')
+    }
+    const user = (body.user as User | undefined) ?? previous
+    if (user === null) throw new GatehouseError(200, 'UNEXPECTED_RESPONSE', 'The token response has no user')
+    const lifetimeMs = body.expiresIn * 1000
+    return { accessToken: body.accessToken, expiresAt: Date.now() + lifetimeMs, lifetimeMs, user }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Other tabs
+
+  const channel = typeof BroadcastChannel === 'undefined' ? null : new BroadcastChannel(name)
+  const post = (m: Message) => channel?.postMessage(m)
+
+  channel?.addEventListener('message', (event: MessageEvent<Message>) => {
+    const m = event.data
+    if (m.type === 'ask') {
+      if (isFresh(session)) post({ type: 'token', re: m.id, ...session })
+      else post({ type: 'here', re: m.id })
+    } else if (m.type === 'here') {
+      pendingAsks.get(m.re)?.(null)
+    } else if (m.type === 'token') {
+      const s: Session = { accessToken: m.accessToken, expiresAt: m.expiresAt, lifetimeMs: m.lifetimeMs, user: m.user }
+      if (m.re !== undefined) pendingAsks.get(m.re)?.(s)
+      adopt(s, false)
+    } else if (m.type === 'signed-out') {
+      if (state.status !== 'signed-out') signedOut(false)
+    }
+  })
+
+  /**
+   * A fresh session from another open tab, or null once every open tab has answered that it has
+   * none (at once when this tab is alone; after `peerWaitMs` when one does not answer).
+   */
+  async function askPeers (): Promise<Session | null> {
+    if (channel === null) return null
+    const open = await openTabs()
+    if (open === 0) return null
+    const id = Math.random().toString(36).slice(2) + Date.now().toString(36)
+    return new Promise((resolve) => {
+      let waiting = open ?? Number.POSITIVE_INFINITY
+      const finish = (s: Session | null) => {
+        clearTimeout(timer)
+        pendingAsks.delete(id)
+        resolve(s)
+      }
+      const timer = setTimeout(() => finish(null), peerWaitMs)
+      pendingAsks.set(id, (s) => {
+        if (s !== null) finish(s)
+        else if (--waiting <= 0) finish(null)
+      })
+      post({ type: 'ask', id })
+    })
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // One refresh at a time, across tabs
+
+  const locks = typeof navigator !== 'undefined' && 'locks' in navigator ? navigator.locks : null
+  let localQueue: Promise<unknown> = Promise.resolve()
+
+  // Each tab holds a lock of its own while it lives, so a tab can count the others
+  // (navigator.locks.query) and knows whom to wait for.
+  const tabPrefix = `${name}#tab:`
+  const tabLock = tabPrefix + Math.random().toString(36).slice(2)
+  let releaseTabLock = () => {}
+  locks?.request(tabLock, () => new Promise<void>((resolve) => { releaseTabLock = resolve })).catch(() => undefined)
+
+  /** How many other tabs of this origin run a client for this service (undefined: cannot tell). */
+  async function openTabs (): Promise<number | undefined> {
+    if (locks === null) return undefined
+    try {
+      const { held = [] } = await locks.query()
+      return held.filter((l) => l.name !== undefined && l.name.startsWith(tabPrefix) && l.name !== tabLock).length
+    } catch {
+      return undefined
+    }
+  }
+
+  /** Runs `work` while holding the origin-wide lock (a per-tab queue without Web Locks). */
+  function exclusive<T> (work: () => Promise<T>): Promise<T> {
+    if (locks !== null) return locks.request(name, work) as Promise<T>
+    const run = localQueue.then(work, work)
+    localQueue = run.catch(() => undefined)
+    return run
+  }
+
+  /**
+   * A session newer than `stale` (the one that is about to expire or was refused), or null when
+   * signed out. One call per tab at a time; across tabs, the lock makes the others wait and then
+   * take the token the first one obtained.
+   */
+  function renew (stale: Session | null): Promise<Session | null> {
+    // A sign-out from now on (here, or another tab's logout we wait behind) ends this refresh.
+    const epoch = signOutEpoch
+    renewing ??= exclusive(async () => {
+      if (session !== stale && isFresh(session)) return session // another tab refreshed meanwhile
+      // Its message may still be on the way: ask the others before rotating.
+      const peer = await askPeers()
+      if (peer !== null && peer.expiresAt > (stale?.expiresAt ?? 0)) {
+        adopt(peer, false)
+        return session
+      }
+      if (epoch !== signOutEpoch) return null // signed out (here or in another tab) while waiting
+      let body: Record<string, unknown>
+      try {
+        body = await call('/api/auth/refresh', { method: 'POST' })
+      } catch (err) {
+        if (err instanceof GatehouseError && err.status === 401) {
+          if (epoch === signOutEpoch) signedOut(true)
+          return null
+        }
+        throw err
+      }
+      if (epoch !== signOutEpoch) return null // a logout won the race: stay signed out
+      adopt(sessionFrom(body, stale?.user ?? session?.user ?? null), true)
+      return session
+    }).catch((err: unknown) => {
+      // No answer, a 5xx or a 429: keep the session (the cookie may still work) and try again.
+      const transient = err instanceof GatehouseError && (err.status === 0 || err.status === 429 || err.status >= 500)
+      if (transient && !closed) {
+        clearTimeout(refreshTimer)
+        refreshTimer = setTimeout(() => { renew(session).catch(() => undefined) }, REFRESH_FAILED_RETRY_MS)
+      }
+      throw err
+    }).finally(() => { renewing = null })
+    return renewing
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // HTTP
+
+  async function call (path: string, init: { method?: string, body?: unknown, token?: string | null } = {}): Promise<Record<string, unknown>> {
+    const headers: Record<string, string> = {}
+    if (init.body !== undefined) headers['content-type'] = 'application/json'
+    if (init.token != null) headers['authorization'] = `Bearer ${init.token}`
+    let res: Response
+    try {
+      res = await doFetch(base + path, {
+        method: init.method ?? 'GET',
+        credentials: 'include',
+        headers,
+        body: init.body === undefined ? undefined : JSON.stringify(init.body)
+      })
+    } catch (err) {
+      throw new GatehouseError(0, 'NETWORK_ERROR', `No answer from ${base}`, { cause: err })
+    }
+    const text = await res.text().catch(() => '')
+    let body: Record<string, unknown> = {}
+    try { body = text === '' ? {} : JSON.parse(text) } catch { /* not JSON: handled below */ }
+    if (res.ok) return body
+    throw errorOf(res, body)
+  }
+
+  function errorOf (res: Response, body: Record<string, unknown>): GatehouseError {
+    const retryAfter = Number(res.headers.get('retry-after'))
+    const code = typeof body['code'] === 'string' ? body['code'] as ErrorCode : 'UNEXPECTED_RESPONSE'
+    const message = typeof body['message'] === 'string' ? body['message'] : `HTTP ${res.status}`
+    return new GatehouseError(res.status, code, message, Number.isFinite(retryAfter) && retryAfter > 0 ? { retryAfter } : {})
+  }
+
+  async function codeOf (res: Response): Promise<string | undefined> {
+    try {
+      const body = await res.clone().json() as { code?: unknown }
+      return typeof body.code === 'string' ? body.code : undefined
+    } catch {
+      return undefined
+    }
+  }
+
+  async function tokenResponse (body: Record<string, unknown>): Promise<User> {
+    const s = sessionFrom(body, null)
+    session = null // a new login replaces whatever was held, even a longer-lived token
+    adopt(s, true)
+    return s.user
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Page load, waking up, going online
+
+  async function start (): Promise<AuthState> {
+    if (state.status === 'loading') {
+      try { await renew(null) } catch { unsettled = true /* offline or 5xx: signed out until it answers */ }
+    }
+    if (state.status === 'loading') setState({ status: 'signed-out', user: null })
+    return state
+  }
+
+  /** The page-load check got no answer: whether there is a session is still unknown. */
+  let unsettled = false
+  const ready = start()
+
+  /** After sleep, a hidden period or an outage: refresh now if the token is (nearly) expired. */
+  const wake = () => {
+    if (closed) return
+    if (session !== null && !isFresh(session)) renew(session).catch(() => undefined)
+    else if (session === null && unsettled) renew(null).then(() => { unsettled = false }, () => undefined)
+  }
+  const onVisible = () => { if (document.visibilityState === 'visible') wake() }
+  if (typeof window !== 'undefined') {
+    window.addEventListener('online', wake)
+    window.addEventListener('pageshow', wake)
+    window.addEventListener('focus', wake)
+    document.addEventListener('visibilitychange', onVisible)
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The API
+
+  async function getAccessToken (): Promise<string | null> {
+    await ready
+    if (isFresh(session)) return session.accessToken
+    if (session === null) return null
+    return (await renew(session))?.accessToken ?? null
+  }
+
+  async function authFetch (input: RequestInfo | URL, init: RequestInit = {}): Promise<Response> {
+    const url = new URL(input instanceof Request ? input.url : String(input), pageOrigin === undefined ? base : location.href)
+    if (!apiOrigins.has(url.origin)) {
+      throw new GatehouseError(0, 'ORIGIN_NOT_ALLOWED', `${url.origin} is not in apiOrigins: the access token is not sent there`)
+    }
+    const original = input instanceof Request ? input.clone() : input
+    const send = async (token: string | null) => {
+      const headers = new Headers(input instanceof Request ? input.headers : undefined)
+      new Headers(init.headers).forEach((value, key) => headers.set(key, value))
+      if (token !== null) headers.set('authorization', `Bearer ${token}`)
+      try {
+        return await doFetch(original instanceof Request ? original.clone() : original, { ...init, headers })
+      } catch (err) {
+        throw new GatehouseError(0, 'NETWORK_ERROR', `No answer from ${url.origin}`, { cause: err })
+      }
+    }
+    await ready
+    const used = session
+    const token = await getAccessToken()
+    const res = await send(token)
+    if (res.status !== 401 || token === null) return res
+    const code = await codeOf(res)
+    if (code === 'TOKEN_EXPIRED') {
+      // The server says the token is expired although it looked fresh here (a skewed clock, a
+      // suspended tab): refresh once, then retry once.
+      const next = await renew(session !== null && session.accessToken === token ? session : used)
+      return next === null ? res : send(next.accessToken)
+    }
+    if (code === 'SESSION_REVOKED' && session?.accessToken === token) signedOut(true)
+    return res
+  }
+
+  const json = async (res: Response) => await res.json().catch(() => ({})) as Record<string, unknown>
+
+  return {
+    get state () { return state },
+    ready,
+
+    async signup (email, password) {
+      const body = await call('/api/auth/signup', { method: 'POST', body: { email, password } })
+      if (body['verificationRequired'] === true) return { user: body['user'] as User, verificationRequired: true }
+      return { user: await tokenResponse(body), verificationRequired: false }
+    },
+
+    async login (email, password) {
+      const body = await call('/api/auth/login', { method: 'POST', body: { email, password } })
+      if (body['mfaRequired'] === true && typeof body['mfaToken'] === 'string') {
+        mfaToken = body['mfaToken']
+        setState({ status: 'mfa-required', user: null })
+        return { mfaRequired: true }
+      }
+      return { mfaRequired: false, user: await tokenResponse(body) }
+    },
+
+    async loginMfa (code) {
+      if (mfaToken === null) throw new GatehouseError(0, 'MFA_NOT_PENDING', 'No MFA login is pending in this tab: call login first')
+      const factor = typeof code === 'string' ? { code } : code
+      try {
+        return await tokenResponse(await call('/api/auth/login/mfa', { method: 'POST', body: { mfaToken, ...factor } }))
+      } catch (err) {
+        // An exhausted or expired challenge cannot be retried: back to the password step.
+        if (err instanceof GatehouseError && err.code === 'MFA_TOKEN_INVALID') {
+          mfaToken = null
+          setState({ status: 'signed-out', user: null })
+        }
+        throw err
+      }
+    },
+
+    async verifyEmail (token) {
+      await call('/api/auth/email/verify', { method: 'POST', body: { token } })
+    },
+
+    async resendVerification (email) {
+      await call('/api/auth/email/verify/resend', { method: 'POST', body: { email } })
+    },
+
+    logout () {
+      return exclusive(async () => {
+        const token = session?.accessToken ?? null
+        try {
+          await call('/api/auth/logout', { method: 'POST', token })
+        } catch (err) {
+          // Already logged out (revoked session, no cookie) is what was asked for.
+          if (!(err instanceof GatehouseError && err.status === 401)) throw err
+        }
+        signedOut(true)
+      })
+    },
+
+    async logoutAll () {
+      const res = await authFetch(`${base}/api/auth/logout-all`, { method: 'POST', credentials: 'include' })
+      const body = await json(res)
+      if (!res.ok) throw errorOf(res, body)
+      signedOut(true)
+      return typeof body['revoked'] === 'number' ? body['revoked'] : 0
+    },
+
+    async getUser () {
+      await ready
+      if (session === null) return null
+      const res = await authFetch(`${base}/api/auth/me`)
+      const body = await json(res)
+      if (res.status === 401) return null
+      if (!res.ok) throw errorOf(res, body)
+      const user = body as unknown as User
+      if (session !== null) {
+        session = { ...session, user }
+        setState({ status: 'signed-in', user })
+      }
+      return user
+    },
+
+    getAccessToken,
+    fetch: authFetch,
+
+    onChange (listener) {
+      listeners.add(listener)
+      listener(state)
+      return () => { listeners.delete(listener) }
+    },
+
+    close () {
+      closed = true
+      clearTimeout(refreshTimer)
+      channel?.close()
+      releaseTabLock()
+      listeners.clear()
+      if (typeof window !== 'undefined') {
+        window.removeEventListener('online', wake)
+        window.removeEventListener('pageshow', wake)
+        window.removeEventListener('focus', wake)
+        document.removeEventListener('visibilitychange', onVisible)
+      }
+    }
+  }
+}
