@@ -273,7 +273,7 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
     if (locks === null) return undefined
     try {
       const { held = [] } = await locks.query()
-      return held.filter((l) => l.name !== undefined && l.name.startsWith(tabPrefix) && l.name !== tabLock).length
+      return held.filter((l) => l.name?.startsWith(tabPrefix) === true && l.name !== tabLock).length
     } catch {
       return undefined
     }
@@ -424,7 +424,7 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
     const original = input instanceof Request ? input.clone() : input
     const send = async (token: string | null) => {
       const headers = new Headers(input instanceof Request ? input.headers : undefined)
-      new Headers(init.headers).forEach((value, key) => headers.set(key, value))
+      new Headers(init.headers).forEach((value, key) => { headers.set(key, value) })
       if (token !== null) headers.set('authorization', `Bearer ${token}`)
       try {
         return await doFetch(original instanceof Request ? original.clone() : original, { ...init, headers })
