@@ -10,7 +10,8 @@
  *   the token another tab just obtained instead of rotating again.
  * - Logging out in one tab logs out every tab; `onChange` tells the app.
  *
- * No runtime dependencies. Browsers without Web Locks or BroadcastChannel still work, one tab at
+ * No runtime dependencies (@simplewebauthn/browser, for the passkey ceremonies, is bundled into
+ * the build). Browsers without Web Locks or BroadcastChannel still work, one tab at
  * a time (each tab then refreshes on its own, which the server's idempotent refresh tolerates).
  */
 
@@ -25,6 +26,17 @@ export interface User {
   passwordMustChange: boolean
   createdAt: string
   lastLoginAt: string | null
+}
+
+import { startAuthentication, startRegistration } from '@simplewebauthn/browser'
+
+/** A passkey of the signed-in user. */
+export interface Passkey {
+  id: string
+  name: string
+  createdAt: string
+  lastUsedAt: string | null
+  backedUp: boolean
 }
 
 /** What the app is told through `onChange`. */
@@ -50,6 +62,11 @@ export type ErrorCode =
   | 'ORIGIN_NOT_ALLOWED'
   /** An answer that is not the contract's shape (a proxy's error page, for example). */
   | 'UNEXPECTED_RESPONSE'
+  /**
+   * The browser's WebAuthn ceremony did not complete: cancelled, timed out, an authenticator
+   * already registered, no passkey for this site. `cause` is the browser's error.
+   */
+  | 'PASSKEY_CEREMONY_FAILED'
 
 /** Every failure of the client: the HTTP status (0 without an answer) and the contract's `code`. */
 export class GatehouseError extends Error {
@@ -82,6 +99,8 @@ export interface GatehouseClientOptions {
    * (default 1000 ms). It waits only while a tab that is open has not answered: a frozen one.
    */
   peerWaitMs?: number
+  /** Gives up on a request to Gatehouse after this long (default 15 000 ms): `NETWORK_ERROR`. */
+  requestTimeoutMs?: number
   /** The `fetch` to use (default the global one). */
   fetch?: typeof fetch
 }
@@ -101,6 +120,10 @@ export interface GatehouseClient {
   verifyEmail (token: string): Promise<void>
   /** Asks for a new verification link; always resolves (the service answers 202 whatever the email). */
   resendVerification (email: string): Promise<void>
+  /** Creates a passkey on this device for the signed-in user and registers it. */
+  registerPasskey (name?: string): Promise<Passkey>
+  /** Signs in with a passkey (the browser offers the ones it has for this site); no password, no TOTP step. */
+  loginWithPasskey (): Promise<User>
   /** Ends this session on the server and signs out every tab. */
   logout (): Promise<void>
   /** Ends every session of the user (all devices); returns how many were revoked. */
@@ -132,8 +155,15 @@ type Message =
   | { type: 'here', re: string }
   | { type: 'token', re?: string, accessToken: string, expiresAt: number, lifetimeMs: number, user: User }
   | { type: 'signed-out' }
+  | { type: 'user', user: User }
 
-const REFRESH_FAILED_RETRY_MS = 10_000
+/**
+ * When a refresh got no answer, the next try: the first within 1–2 s, well inside the server's
+ * grace window (default 10 s), so a rotation whose answer was lost is replayed, not taken for
+ * reuse; then backing off to a minute, with jitter so tabs and devices do not come back at once.
+ */
+const retryDelayMs = (attempt: number, retryAfter?: number) =>
+  retryAfter !== undefined ? retryAfter * 1000 : Math.min(60_000, 1000 * 5 ** Math.min(attempt, 3)) * (1 + Math.random())
 
 export function createGatehouseClient (options: GatehouseClientOptions): GatehouseClient {
   const base = options.baseUrl.replace(/\/+$/, '')
@@ -142,14 +172,21 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
   const apiOrigins = new Set([baseOrigin, ...(pageOrigin === undefined ? [] : [pageOrigin]), ...(options.apiOrigins ?? []).map((o) => new URL(o).origin)])
   const marginSeconds = options.refreshMarginSeconds ?? 60
   const peerWaitMs = options.peerWaitMs ?? 1000
+  const requestTimeoutMs = options.requestTimeoutMs ?? 15_000
   const doFetch: typeof fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init))
   const name = `gatehouse:${base}`
 
   let session: Session | null = null
   let state: AuthState = { status: 'loading', user: null }
   let mfaToken: string | null = null
-  /** Moves on every sign-out, here or in another tab: a refresh begun before one does not sign back in. */
-  let signOutEpoch = 0
+  /**
+   * Moves on every sign-in and sign-out, here or in another tab: a refresh begun before one
+   * neither signs back in nor replaces the new session.
+   */
+  let generation = 0
+  /** The page-load check got no answer: whether there is a session is still unknown. */
+  let unsettled = false
+  let failedAttempts = 0
   let closed = false
   let renewing: Promise<Session | null> | null = null
   let refreshTimer: ReturnType<typeof setTimeout> | undefined
@@ -162,12 +199,14 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
   const marginMs = (s: Session) => Math.min(marginSeconds * 1000, s.lifetimeMs / 4)
   const isFresh = (s: Session | null): s is Session => s !== null && s.expiresAt - Date.now() > marginMs(s)
 
+  const tell = (listener: (s: AuthState) => void) => {
+    try { listener(state) } catch (err) { queueMicrotask(() => { throw err }) }
+  }
+
   function setState (next: AuthState) {
     if (next.status === state.status && JSON.stringify(next.user) === JSON.stringify(state.user)) return
     state = next
-    for (const listener of [...listeners]) {
-      try { listener(state) } catch (err) { queueMicrotask(() => { throw err }) }
-    }
+    for (const listener of [...listeners]) tell(listener)
   }
 
   function schedule () {
@@ -182,20 +221,26 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
   /** Takes a session (ours or another tab's) if it is newer than the one held. */
   function adopt (s: Session, announce: boolean) {
     if (session !== null && session.expiresAt >= s.expiresAt) return
+    if (session === null || session.user.id !== s.user.id) generation++
     session = s
     mfaToken = null
+    unsettled = false
+    failedAttempts = 0
     if (announce) post({ type: 'token', ...s })
     setState({ status: 'signed-in', user: s.user })
     schedule()
   }
 
+  /** No session any more. Announced to the other tabs only when this tab was signed in. */
   function signedOut (announce: boolean) {
-    signOutEpoch++
+    const wasSignedIn = session !== null
+    generation++
     session = null
-    mfaToken = null
+    unsettled = false
     clearTimeout(refreshTimer)
-    if (announce) post({ type: 'signed-out' })
-    setState({ status: 'signed-out', user: null })
+    if (announce && wasSignedIn) post({ type: 'signed-out' })
+    // Another tab's logout does not cancel the MFA step this tab is in the middle of.
+    if (state.status !== 'mfa-required') setState({ status: 'signed-out', user: null })
   }
 
   function sessionFrom (body: { accessToken?: unknown, expiresIn?: unknown, user?: unknown }, previous: User | null): Session {
@@ -212,7 +257,7 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
   // Other tabs
 
   const channel = typeof BroadcastChannel === 'undefined' ? null : new BroadcastChannel(name)
-  const post = (m: Message) => channel?.postMessage(m)
+  const post = (m: Message) => { if (!closed) channel?.postMessage(m) }
 
   channel?.addEventListener('message', (event: MessageEvent<Message>) => {
     const m = event.data
@@ -226,7 +271,12 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
       if (m.re !== undefined) pendingAsks.get(m.re)?.(s)
       adopt(s, false)
     } else if (m.type === 'signed-out') {
-      if (state.status !== 'signed-out') signedOut(false)
+      if (session !== null) signedOut(false)
+    } else if (m.type === 'user') {
+      if (session !== null && session.user.id === m.user.id) {
+        session = { ...session, user: m.user }
+        if (state.status === 'signed-in') setState({ status: 'signed-in', user: m.user })
+      }
     }
   })
 
@@ -266,7 +316,15 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
   const tabPrefix = `${name}#tab:`
   const tabLock = tabPrefix + Math.random().toString(36).slice(2)
   let releaseTabLock = () => {}
-  locks?.request(tabLock, () => new Promise<void>((resolve) => { releaseTabLock = resolve })).catch(() => undefined)
+  let tabLockRequest: AbortController | null = null
+  const holdTabLock = () => {
+    if (locks === null || closed) return
+    tabLockRequest = new AbortController() // close() withdraws a request not yet granted
+    locks.request(tabLock, { signal: tabLockRequest.signal }, () => closed
+      ? undefined
+      : new Promise<void>((resolve) => { releaseTabLock = resolve })).catch(() => undefined)
+  }
+  holdTabLock()
 
   /** How many other tabs of this origin run a client for this service (undefined: cannot tell). */
   async function openTabs (): Promise<number | undefined> {
@@ -281,7 +339,14 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
 
   /** Runs `work` while holding the origin-wide lock (a per-tab queue without Web Locks). */
   function exclusive<T> (work: () => Promise<T>): Promise<T> {
-    if (locks !== null) return locks.request(name, work) as Promise<T>
+    if (locks !== null) {
+      // A holder that hangs (a request stuck past its timeout) does not freeze every tab: after
+      // a while, go ahead without the lock (the server's grace window absorbs a rare race).
+      return (locks.request(name, { signal: AbortSignal.timeout(requestTimeoutMs * 2) }, work) as Promise<T>).catch((err: unknown) => {
+        if (err instanceof DOMException && (err.name === 'TimeoutError' || err.name === 'AbortError')) return work()
+        throw err
+      })
+    }
     const run = localQueue.then(work, work)
     localQueue = run.catch(() => undefined)
     return run
@@ -293,8 +358,9 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
    * take the token the first one obtained.
    */
   function renew (stale: Session | null): Promise<Session | null> {
-    // A sign-out from now on (here, or another tab's logout we wait behind) ends this refresh.
-    const epoch = signOutEpoch
+    // A sign-in or sign-out from now on (here, or another tab's that we wait behind) makes this
+    // refresh moot: its result is not taken.
+    const gen = generation
     renewing ??= exclusive(async () => {
       if (session !== stale && isFresh(session)) return session // another tab refreshed meanwhile
       // Its message may still be on the way: ask the others before rotating.
@@ -303,18 +369,18 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
         adopt(peer, false)
         return session
       }
-      if (epoch !== signOutEpoch) return null // signed out (here or in another tab) while waiting
+      if (gen !== generation) return session // signed in or out (here or in another tab) while waiting
       let body: Record<string, unknown>
       try {
         body = await call('/api/auth/refresh', { method: 'POST' })
       } catch (err) {
         if (err instanceof GatehouseError && err.status === 401) {
-          if (epoch === signOutEpoch) signedOut(true)
-          return null
+          if (gen === generation) signedOut(true)
+          return gen === generation ? null : session
         }
         throw err
       }
-      if (epoch !== signOutEpoch) return null // a logout won the race: stay signed out
+      if (gen !== generation) return session // a login or logout won the race: its session stands
       adopt(sessionFrom(body, stale?.user ?? session?.user ?? null), true)
       return session
     }).catch((err: unknown) => {
@@ -322,7 +388,8 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
       const transient = err instanceof GatehouseError && (err.status === 0 || err.status === 429 || err.status >= 500)
       if (transient && !closed) {
         clearTimeout(refreshTimer)
-        refreshTimer = setTimeout(() => { renew(session).catch(() => undefined) }, REFRESH_FAILED_RETRY_MS)
+        const delay = retryDelayMs(failedAttempts++, err.retryAfter)
+        refreshTimer = setTimeout(() => { renew(session).catch(() => undefined) }, delay)
       }
       throw err
     }).finally(() => { renewing = null })
@@ -342,7 +409,8 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
         method: init.method ?? 'GET',
         credentials: 'include',
         headers,
-        body: init.body === undefined ? undefined : JSON.stringify(init.body)
+        body: init.body === undefined ? undefined : JSON.stringify(init.body),
+        signal: AbortSignal.timeout(requestTimeoutMs)
       })
     } catch (err) {
       throw new GatehouseError(0, 'NETWORK_ERROR', `No answer from ${base}`, { cause: err })
@@ -373,9 +441,16 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
   async function tokenResponse (body: Record<string, unknown>): Promise<User> {
     const s = sessionFrom(body, null)
     session = null // a new login replaces whatever was held, even a longer-lived token
+    generation++
     adopt(s, true)
     return s.user
   }
+
+  /**
+   * A request that sets the refresh cookie (signup, the logins), under the same lock as the
+   * refreshes: a refresh in flight in another tab cannot overwrite the new cookie.
+   */
+  const signIn = (path: string, body: unknown) => exclusive(() => call(path, { method: 'POST', body }))
 
   // -------------------------------------------------------------------------------------------
   // Page load, waking up, going online
@@ -388,8 +463,6 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
     return state
   }
 
-  /** The page-load check got no answer: whether there is a session is still unknown. */
-  let unsettled = false
   const ready = start()
 
   /** After sleep, a hidden period or an outage: refresh now if the token is (nearly) expired. */
@@ -399,9 +472,16 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
     else if (session === null && unsettled) renew(null).then(() => { unsettled = false }, () => undefined)
   }
   const onVisible = () => { if (document.visibilityState === 'visible') wake() }
+  // A held lock keeps a page out of the back/forward cache: let go while the page is hidden in it.
+  const onPageHide = () => releaseTabLock()
+  const onPageShow = (event: PageTransitionEvent) => {
+    if (event.persisted) holdTabLock()
+    wake()
+  }
   if (typeof window !== 'undefined') {
     window.addEventListener('online', wake)
-    window.addEventListener('pageshow', wake)
+    window.addEventListener('pagehide', onPageHide)
+    window.addEventListener('pageshow', onPageShow)
     window.addEventListener('focus', wake)
     document.addEventListener('visibilitychange', onVisible)
   }
@@ -417,24 +497,27 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
   }
 
   async function authFetch (input: RequestInfo | URL, init: RequestInit = {}): Promise<Response> {
-    const url = new URL(input instanceof Request ? input.url : String(input), pageOrigin === undefined ? base : location.href)
-    if (!apiOrigins.has(url.origin)) {
-      throw new GatehouseError(0, 'ORIGIN_NOT_ALLOWED', `${url.origin} is not in apiOrigins: the access token is not sent there`)
+    // One Request, resolved as fetch resolves it (against the document's base URL, <base href>
+    // included): the origin checked is the origin the token goes to.
+    const request = new Request(input, init)
+    const origin = new URL(request.url).origin
+    if (!apiOrigins.has(origin)) {
+      throw new GatehouseError(0, 'ORIGIN_NOT_ALLOWED', `${origin} is not in apiOrigins: the access token is not sent there`)
     }
-    const original = input instanceof Request ? input.clone() : input
+    // The caller's own Authorization header is sent as it is, and its 401 is the caller's.
+    const own = request.headers.has('authorization')
     const send = async (token: string | null) => {
-      const headers = new Headers(input instanceof Request ? input.headers : undefined)
-      new Headers(init.headers).forEach((value, key) => { headers.set(key, value) })
-      if (token !== null) headers.set('authorization', `Bearer ${token}`)
+      const headers = new Headers(request.headers)
+      if (token !== null && !own) headers.set('authorization', `Bearer ${token}`)
       try {
-        return await doFetch(original instanceof Request ? original.clone() : original, { ...init, headers })
+        return await doFetch(new Request(request.clone(), { headers }))
       } catch (err) {
-        throw new GatehouseError(0, 'NETWORK_ERROR', `No answer from ${url.origin}`, { cause: err })
+        throw new GatehouseError(0, 'NETWORK_ERROR', `No answer from ${origin}`, { cause: err })
       }
     }
     await ready
     const used = session
-    const token = await getAccessToken()
+    const token = own ? null : await getAccessToken()
     const res = await send(token)
     if (res.status !== 401 || token === null) return res
     const code = await codeOf(res)
@@ -444,24 +527,42 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
       const next = await renew(session !== null && session.accessToken === token ? session : used)
       return next === null ? res : send(next.accessToken)
     }
-    if (code === 'SESSION_REVOKED' && session?.accessToken === token) signedOut(true)
+    // Only Gatehouse itself can say that the session has ended.
+    if (code === 'SESSION_REVOKED' && origin === baseOrigin && session?.accessToken === token) signedOut(true)
     return res
   }
 
   const json = async (res: Response) => await res.json().catch(() => ({})) as Record<string, unknown>
+
+  /** POST a JSON body to Gatehouse with the access token; the body of a 2xx, else a GatehouseError. */
+  async function authedPost (path: string, body: unknown): Promise<Record<string, unknown>> {
+    const res = await authFetch(base + path, { method: 'POST', credentials: 'include', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+    const data = await json(res)
+    if (!res.ok) throw errorOf(res, data)
+    return data
+  }
+
+  /** Runs a browser WebAuthn ceremony; its failures become PASSKEY_CEREMONY_FAILED. */
+  async function ceremony<T> (run: () => Promise<T>): Promise<T> {
+    try {
+      return await run()
+    } catch (err) {
+      throw new GatehouseError(0, 'PASSKEY_CEREMONY_FAILED', err instanceof Error ? err.message : String(err), { cause: err })
+    }
+  }
 
   return {
     get state () { return state },
     ready,
 
     async signup (email, password) {
-      const body = await call('/api/auth/signup', { method: 'POST', body: { email, password } })
+      const body = await signIn('/api/auth/signup', { email, password })
       if (body['verificationRequired'] === true) return { user: body['user'] as User, verificationRequired: true }
       return { user: await tokenResponse(body), verificationRequired: false }
     },
 
     async login (email, password) {
-      const body = await call('/api/auth/login', { method: 'POST', body: { email, password } })
+      const body = await signIn('/api/auth/login', { email, password })
       if (body['mfaRequired'] === true && typeof body['mfaToken'] === 'string') {
         mfaToken = body['mfaToken']
         setState({ status: 'mfa-required', user: null })
@@ -474,12 +575,12 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
       if (mfaToken === null) throw new GatehouseError(0, 'MFA_NOT_PENDING', 'No MFA login is pending in this tab: call login first')
       const factor = typeof code === 'string' ? { code } : code
       try {
-        return await tokenResponse(await call('/api/auth/login/mfa', { method: 'POST', body: { mfaToken, ...factor } }))
+        return await tokenResponse(await signIn('/api/auth/login/mfa', { mfaToken, ...factor }))
       } catch (err) {
         // An exhausted or expired challenge cannot be retried: back to the password step.
         if (err instanceof GatehouseError && err.code === 'MFA_TOKEN_INVALID') {
           mfaToken = null
-          setState({ status: 'signed-out', user: null })
+          setState(session === null ? { status: 'signed-out', user: null } : { status: 'signed-in', user: session.user })
         }
         throw err
       }
@@ -493,16 +594,33 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
       await call('/api/auth/email/verify/resend', { method: 'POST', body: { email } })
     },
 
+    async registerPasskey (name) {
+      const { challengeId, options } = await authedPost('/api/auth/passkeys/register/options', {})
+      const response = await ceremony(() => startRegistration({ optionsJSON: options as Parameters<typeof startRegistration>[0]['optionsJSON'] }))
+      const body = await authedPost('/api/auth/passkeys/register/verify', { challengeId, response, ...(name === undefined ? {} : { name }) })
+      return body['passkey'] as Passkey
+    },
+
+    async loginWithPasskey () {
+      const { challengeId, options } = await call('/api/auth/passkeys/login/options', { method: 'POST', body: {} })
+      const response = await ceremony(() => startAuthentication({ optionsJSON: options as Parameters<typeof startAuthentication>[0]['optionsJSON'] }))
+      return tokenResponse(await signIn('/api/auth/passkeys/login/verify', { challengeId, response }))
+    },
+
     logout () {
       return exclusive(async () => {
         const token = session?.accessToken ?? null
+        let failure: unknown
         try {
           await call('/api/auth/logout', { method: 'POST', token })
         } catch (err) {
           // Already logged out (revoked session, no cookie) is what was asked for.
-          if (!(err instanceof GatehouseError && err.status === 401)) throw err
+          if (!(err instanceof GatehouseError && err.status === 401)) failure = err
         }
+        // Every tab lets go of the token whatever the server said; if it was not reached
+        // (offline, 5xx) the caller learns it from the error, and the session lives on there.
         signedOut(true)
+        if (failure !== undefined) throw failure
       })
     },
 
@@ -522,9 +640,10 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
       if (res.status === 401) return null
       if (!res.ok) throw errorOf(res, body)
       const user = body as unknown as User
-      if (session !== null) {
+      if (session !== null && session.user.id === user.id) {
         session = { ...session, user }
         setState({ status: 'signed-in', user })
+        post({ type: 'user', user })
       }
       return user
     },
@@ -534,7 +653,7 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
 
     onChange (listener) {
       listeners.add(listener)
-      listener(state)
+      tell(listener)
       return () => { listeners.delete(listener) }
     },
 
@@ -542,11 +661,13 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
       closed = true
       clearTimeout(refreshTimer)
       channel?.close()
+      tabLockRequest?.abort()
       releaseTabLock()
       listeners.clear()
       if (typeof window !== 'undefined') {
         window.removeEventListener('online', wake)
-        window.removeEventListener('pageshow', wake)
+        window.removeEventListener('pagehide', onPageHide)
+        window.removeEventListener('pageshow', onPageShow)
         window.removeEventListener('focus', wake)
         document.removeEventListener('visibilitychange', onVisible)
       }

@@ -59,7 +59,21 @@ async function testAppServer (): Promise<{ origin: string, server: Server }> {
   return { origin: `http://localhost:${(server.address() as AddressInfo).port}`, server }
 }
 
+/** Another origin that records the Authorization headers it receives (where a token must never go). */
+async function elsewhereServer (): Promise<{ origin: string, server: Server, authorizations: string[] }> {
+  const authorizations: string[] = []
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    if (req.headers.authorization !== undefined) authorizations.push(req.headers.authorization)
+    res.writeHead(200, {
+      'access-control-allow-origin': '*', 'access-control-allow-headers': 'authorization, content-type', 'content-type': 'application/json'
+    }).end('{}')
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return { origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server, authorizations }
+}
+
 const site = await testAppServer()
+const elsewhere = await elsewhereServer()
 // The file's database boots while Chromium starts.
 const [browser]: [Browser, unknown] = await Promise.all([
   chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS }),
@@ -67,8 +81,10 @@ const [browser]: [Browser, unknown] = await Promise.all([
 ])
 t.teardown(async () => {
   await browser.close()
-  site.server.closeAllConnections()
-  await new Promise<void>((resolve) => site.server.close(() => resolve()))
+  for (const s of [site.server, elsewhere.server]) {
+    s.closeAllConnections()
+    await new Promise<void>((resolve) => s.close(() => resolve()))
+  }
 })
 
 // ---------------------------------------------------------------------------------------------
@@ -438,4 +454,73 @@ t.test('REQUIRE_EMAIL_VERIFICATION: signup through the client signs nobody in un
   t.equal((await tab.evaluate(() => (globalThis as unknown as Window).gh.getUser()) as { emailVerified?: boolean } | null)?.emailVerified, true)
   t.same(await thrown(tab, 'verifyEmail', tokenInMail(links[1])), { isGatehouseError: true, name: 'GatehouseError', code: 'VERIFY_TOKEN_INVALID', status: 400 },
     'a link works once')
+})
+
+t.test('the token goes only to the origins it is for: a <base href> pointing elsewhere is refused, not followed', async (t) => {
+  const { url } = await service(t)
+  const tab = await openTab(await newContext(t), url)
+  await signupIn(tab, uniqueEmail())
+  const result = await tab.evaluate(async (origin) => {
+    const base = (globalThis as unknown as { document: { createElement (n: string): { href: string }, head: { prepend (e: unknown): void } } }).document
+    const element = base.createElement('base')
+    element.href = `${origin}/`
+    base.head.prepend(element) // injected markup, no script needed
+    try {
+      await (globalThis as unknown as Window).gh.fetch('/api/things')
+      return 'sent'
+    } catch (err) {
+      return (err as { code: string }).code
+    }
+  }, elsewhere.origin)
+  t.equal(result, 'ORIGIN_NOT_ALLOWED', 'the relative URL is checked where fetch would send it')
+  t.same(elsewhere.authorizations, [], 'and nothing reached the other origin')
+})
+
+t.test('another tab loading does not cancel the MFA step in progress', async (t) => {
+  const clock = testClock(new Date())
+  const { app, url } = await service(t, { now: clock.now })
+  const enrolled = await enrolMfa(app, clock)
+  const context = await newContext(t)
+  const tab = await openTab(context, url)
+  t.same(await tab.evaluate(({ email, password }) => (globalThis as unknown as Window).gh.login(email, password), { email: enrolled.email, password: PASSWORD }), { mfaRequired: true })
+  await openTab(context, url) // the user opens the app in a second tab: its page-load check finds no session
+  await settle(300)
+  t.equal(await status(tab), 'mfa-required', 'the first tab still waits for the code')
+  const user = await tab.evaluate((code) => (globalThis as unknown as Window).gh.loginMfa(code), totpCode(enrolled.secret, clock.now()))
+  t.equal(user.email, enrolled.email, 'and the code completes the login')
+})
+
+t.test('a refresh whose answer was lost is retried inside the grace window: no reuse, nobody logged out', async (t) => {
+  const { app, url } = await service(t)
+  const email = uniqueEmail()
+  const phone = await openTab(await newContext(t), url) // another device of the same user
+  await signupIn(phone, email)
+  const context = await newContext(t)
+  const tab = await openTab(context, url)
+  await tab.evaluate(({ email, password }) => (globalThis as unknown as Window).gh.login(email, password), { email, password: PASSWORD })
+  const oldCookie = (await context.cookies(`${url}/api/auth/refresh`)).find((c) => c.name === 'refresh_token')!
+  const answers: number[] = []
+  let lose = true
+  await context.route('**/api/auth/refresh', async (route) => {
+    const response = await route.fetch() // the service rotates...
+    answers.push(response.status())
+    if (lose) {
+      lose = false
+      await context.addCookies([oldCookie]) // ...but the answer never reaches the browser (a dropped connection)
+      await route.abort('connectionreset')
+    } else {
+      await route.fulfill({ response })
+    }
+  })
+  serviceTimePasses(t, 20 * MINUTE)
+  // The call meets TOKEN_EXPIRED; its refresh rotates on the server, and the answer is lost.
+  t.same(await thrown(tab, 'fetch', `${url}/api/auth/me`), { isGatehouseError: true, name: 'GatehouseError', code: 'NETWORK_ERROR', status: 0 })
+  const started = Date.now()
+  while (answers.length < 2 && Date.now() - started < 8000) await settle(100)
+  t.ok(Date.now() - started < 5000, `the client tried again on its own, soon (${Date.now() - started} ms)`)
+  t.same(answers, [200, 200], 'the retry was a replay within the grace window, answered 200')
+  t.same(await me(tab, url), { status: 200, email, code: undefined })
+  t.equal(await status(tab), 'signed-in')
+  t.equal((await liveSessionsOf(app, email)).length, 2, 'both sessions live: nothing was taken for reuse')
+  t.same(await me(phone, url), { status: 200, email, code: undefined }, 'the other device is still signed in')
 })
