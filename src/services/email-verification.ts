@@ -1,4 +1,4 @@
-import { and, count, eq, gt, isNull } from 'drizzle-orm'
+import { and, count, eq, gt, isNull, sql } from 'drizzle-orm'
 import type { Db, Tx } from '../db/client.ts'
 import { authEvents, emailVerificationTokens } from '../db/schema.ts'
 import { transaction } from '../db/transaction.ts'
@@ -11,6 +11,8 @@ import type { Outbox } from './outbox.ts'
 import { displayIp } from './user-agent.ts'
 
 const HOUR_MS = 3_600_000
+/** The advisory-lock key space of the per-IP resend limit (any constant of ours). */
+const LOCK_SPACE = 724_532
 
 /**
  * Email verification: a single-use link (256 random bits, stored as SHA-256) mailed at signup and
@@ -69,6 +71,9 @@ export function createEmailVerification (deps: {
     const refused = (tx: Tx, userId: string | null, failureReason: string) =>
       audit.record({ type: 'email_verification_requested', ctx, userId, email, success: false, failureReason }, tx)
     await transaction(db, async (tx) => {
+      // Requests from one address are decided one after the other (they run concurrently after
+      // their 202s): otherwise a burst of them would all read the same count and all mail.
+      await tx.execute(sql`select pg_advisory_xact_lock(${LOCK_SPACE}, hashtext(${ctx.ip}))`)
       const [fromIp] = await tx.select({ n: count() }).from(authEvents).where(and(
         eq(authEvents.ipAddress, ctx.ip), eq(authEvents.eventType, 'email_verification_requested'), eq(authEvents.success, true),
         gt(authEvents.createdAt, new Date(t.getTime() - HOUR_MS))
@@ -93,7 +98,10 @@ export function createEmailVerification (deps: {
 
     /**
      * Consumes a link (single use, atomically: of two racing requests one wins) and marks the
-     * address verified. 400 VERIFY_TOKEN_INVALID for anything else.
+     * address verified. 400 VERIFY_TOKEN_INVALID for anything else, and, without spending the
+     * link, for a deactivated account (frozen by an administrator: as a reset or a resend, a
+     * link does not change it) and for an address already verified (by another of its links, or
+     * by a reset: the links still out have nothing left to prove).
      */
     async verify (token: string, ctx: RequestContext): Promise<void> {
       const invalid = () => new AppError('VERIFY_TOKEN_INVALID')
@@ -106,10 +114,11 @@ export function createEmailVerification (deps: {
       const done = await transaction(db, async (tx) => {
         // The user row first, as every writer of a user locks it.
         const user = await store.lockUser(tx, pending.userId)
+        if (user === undefined || !user.isActive || user.emailVerified) return false
         const [consumed] = await tx.update(emailVerificationTokens).set({ usedAt: t })
           .where(and(eq(emailVerificationTokens.tokenHash, hash), isNull(emailVerificationTokens.usedAt), gt(emailVerificationTokens.expiresAt, t)))
           .returning({ id: emailVerificationTokens.id })
-        if (consumed === undefined || user === undefined) return false
+        if (consumed === undefined) return false
         await store.markEmailVerified(tx, user.id)
         await audit.record({ type: 'email_verified', ctx, userId: user.id, email: user.email, success: true, metadata: { via: 'link' } }, tx)
         return true

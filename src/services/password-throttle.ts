@@ -23,8 +23,10 @@ export interface PasswordThrottleSettings {
 export function createPasswordThrottle (deps: { db: Db, now: () => Date, audit: AuditLog, telemetry: Telemetry, settings: PasswordThrottleSettings }) {
   const { db, now } = deps
   const { maxFailures, windowMinutes, knownIpDays } = deps.settings
+  // Only wrong passwords count: not a refused login with the right one (a deactivated account, an
+  // unverified email) nor a failed passkey, or the owner could lock themselves out.
   const wrongPassword = or(
-    eq(authEvents.eventType, 'login_failure'),
+    and(eq(authEvents.eventType, 'login_failure'), inArray(authEvents.failureReason, ['invalid_password', 'unknown_email'])),
     and(eq(authEvents.eventType, 'password_change'), eq(authEvents.failureReason, 'invalid_current_password')),
     and(eq(authEvents.eventType, 'mfa_failure'), eq(authEvents.failureReason, 'invalid_password'))
   )
