@@ -4,7 +4,7 @@
 import t from 'tap'
 import type { App } from '../../src/app.ts'
 import { loggerOptions } from '../../src/logger.ts'
-import { assertError, buildTestApp, login, logCapture, readMail, signup, uniqueEmail } from '../helper.ts'
+import { assertError, buildTestApp, isVerificationMail, login, logCapture, readMail, signup, uniqueEmail } from '../helper.ts'
 import { startHibp } from '../hibp-server.ts'
 
 /** The value of one sample (`name{a="b",…} value`) in a Prometheus text document; undefined when absent. */
@@ -34,8 +34,10 @@ t.test('after real flows, the scrape counts requests, auth events, limits, breac
   const before = await scrape(app)
   t.equal(before.statusCode, 200)
   t.match(before.headers['content-type'], /^text\/plain; version=0\.0\.4/)
-  t.equal(sample(before.body, 'gatehouse_outbox_pending'), 1, 'the reset email waits')
-  t.equal(await readMail(app).then((m) => m.length), 1)
+  t.equal(sample(before.body, 'gatehouse_outbox_pending'), 2, 'the reset email waits, and the signup\'s verification mail')
+  const mail = await readMail(app, { verification: true })
+  t.equal(mail.length, 2)
+  t.equal(mail.filter(isVerificationMail).length, 1, 'one of them the signup\'s verification mail')
   const m = (await scrape(app)).body
 
   t.ok((sample(m, 'gatehouse_http_request_duration_seconds_count', { route: '/api/auth/signup', method: 'POST', status_class: '2xx' }) ?? 0) >= 1, 'requests by route pattern, method, status class')
@@ -46,7 +48,7 @@ t.test('after real flows, the scrape counts requests, auth events, limits, breac
   t.equal(sample(m, 'gatehouse_rate_limited_total', { limit: 'POST /api/auth/login' }), 1, 'the per-IP login limit, by name')
   t.equal(sample(m, 'gatehouse_hibp_checks_total', { outcome: 'ok' }), 1)
   t.equal(sample(m, 'gatehouse_hibp_checks_total', { outcome: 'breached' }), 1)
-  t.equal(sample(m, 'gatehouse_outbox_deliveries_total', { outcome: 'sent' }), 1)
+  t.equal(sample(m, 'gatehouse_outbox_deliveries_total', { outcome: 'sent' }), 2, 'the reset email and the signup\'s verification mail')
   t.equal(sample(m, 'gatehouse_outbox_pending'), 0)
   t.equal(sample(m, 'gatehouse_outbox_oldest_pending_seconds'), 0)
   t.ok((sample(m, 'process_cpu_user_seconds_total') ?? 0) > 0, 'process metrics')

@@ -334,6 +334,8 @@ t.test('every flow records its event, successes and failures, with the IP, the U
   step()
   t.equal((await call(app, 'POST', '/api/auth/password/reset', as({ payload: { token: resetToken, newPassword: 'Third-Horse-77' } }))).statusCode, 200, 'reset')
   password = 'Third-Horse-77'
+  // The link came to the mailbox: the reset also proves the address, never verified until now.
+  expect('email_verified', true)
   expect('password_reset', true)
 
   const fifth = await loginOk()

@@ -134,6 +134,7 @@ t.test('users are listed with exactly the public fields: no password hash, no MF
     t.same(item, {
       id: row.id,
       email: row.email,
+      emailVerified: row.emailVerified,
       role: row.role,
       isActive: row.isActive,
       mfaEnabled: row.mfaEnabled,

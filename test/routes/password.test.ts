@@ -1,4 +1,4 @@
-import { eq } from 'drizzle-orm'
+import { eq, ne } from 'drizzle-orm'
 import t from 'tap'
 import type { App } from '../../src/app.ts'
 import { authEvents, emailOutbox, passwordResetTokens, sessions, users } from '../../src/db/schema.ts'
@@ -71,12 +71,13 @@ t.test('unknown, disabled and known emails get the same answer; only the known o
   const known = await signup(app)
   const disabled = await signup(app)
   await setUser(app, disabled.user.id, { isActive: false })
+  t.same(await deliver(), round({ sent: 2 }), 'the signups\' verification mails')
   const answers = [await forgot(app, known.email), await forgot(app, uniqueEmail('ghost')), await forgot(app, disabled.email)]
   for (const r of answers) {
     t.equal(r.statusCode, 202)
     t.same(r.json(), FORGOT_BODY)
   }
-  const mails = await app.db.select().from(emailOutbox)
+  const mails = await app.db.select().from(emailOutbox).where(ne(emailOutbox.kind, 'email_verification'))
   t.same(mails.map((m) => m.toAddress), [known.email])
   t.equal((await deliver()).sent, 1)
   const events = await app.db.select().from(authEvents).where(eq(authEvents.eventType, 'password_reset_requested'))
@@ -88,7 +89,8 @@ t.test('per-account and per-IP limits on reset emails', async (t) => {
   const app = await buildTestApp(t, { env: { RATE_LIMIT_FORGOT_MAX: '5' } })
   const s = await signup(app)
   for (let i = 0; i < 4; i++) t.equal((await forgot(app, s.email, `10.0.1.${i}`)).statusCode, 202)
-  t.equal((await app.db.select().from(emailOutbox)).length, 3, 'at most 3 reset emails per account per hour')
+  // Besides the signup's verification mail:
+  t.equal((await app.db.select().from(emailOutbox).where(ne(emailOutbox.kind, 'email_verification'))).length, 3, 'at most 3 reset emails per account per hour')
   t.equal((await app.db.select().from(passwordResetTokens)).length, 3)
   for (let i = 0; i < 5; i++) await forgot(app, uniqueEmail(), '10.0.2.1')
   const limited = await forgot(app, s.email, '10.0.2.1')
@@ -163,15 +165,17 @@ t.test('change: needs the current password, keeps this session, ends the others,
   assertError(t, await change(app, s.accessToken, PASSWORD, 'weak'), 400, 'PASSWORD_TOO_WEAK')
   assertError(t, await app.inject({ method: 'POST', url: '/api/auth/password/change', headers: bearer(s.accessToken), payload: { newPassword: NEW_PASSWORD } }), 400, 'VALIDATION_ERROR')
   assertError(t, await app.inject({ method: 'POST', url: '/api/auth/password/change', payload: { currentPassword: PASSWORD, newPassword: NEW_PASSWORD } }), 401, 'AUTH_REQUIRED')
-  t.equal((await app.db.select().from(emailOutbox)).length, 0, 'nothing queued by failures')
+  // Only the signup's verification mail waits:
+  t.equal((await app.db.select().from(emailOutbox).where(ne(emailOutbox.kind, 'email_verification'))).length, 0, 'nothing queued by failures')
 
   const ok = await change(app, s.accessToken, PASSWORD, NEW_PASSWORD)
   t.equal(ok.statusCode, 200)
   t.equal((await app.inject({ url: '/api/auth/me', headers: bearer(s.accessToken) })).statusCode, 200, 'this session stays')
   assertError(t, await app.inject({ url: '/api/auth/me', headers: bearer(other.json().accessToken) }), 401, 'SESSION_REVOKED')
   t.equal((await login(app, s.email, NEW_PASSWORD)).statusCode, 200)
-  const [mail] = await app.db.select().from(emailOutbox)
+  const [mail, ...more] = await app.db.select().from(emailOutbox).where(ne(emailOutbox.kind, 'email_verification'))
   t.match(mail, { kind: 'password_changed', toAddress: s.email })
+  t.equal(more.length, 0)
   const events = await app.db.select().from(authEvents).where(eq(authEvents.eventType, 'password_change'))
   t.same(events.map((e) => e.success).sort(), [false, true])
 })

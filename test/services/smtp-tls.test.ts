@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import { SMTPServer } from 'smtp-server'
 import t from 'tap'
 import { emailOutbox } from '../../src/db/schema.ts'
-import { buildTestApp, PASSWORD, round, startService, type Test, uniqueEmail } from '../helper.ts'
+import { buildTestApp, isVerificationMail, PASSWORD, round, startService, type Test, uniqueEmail } from '../helper.ts'
 
 /** A test CA and a server certificate it signed for 127.0.0.1 and localhost (openssl CLI). */
 function certificates (test: Test) {
@@ -112,8 +112,13 @@ t.test('the service as a process: STARTTLS to a server whose certificate verifie
   const post = (path: string, body: object) => fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
   t.equal((await post('/api/auth/signup', { email, password: PASSWORD })).status, 201)
   t.equal((await post('/api/auth/password/forgot', { email })).status, 202)
-  const mail = await until(() => smtp.seen.messages[0], 'the reset email')
+  const mail = await until(() => smtp.seen.messages.find((m) => /reset-password\?token=/.test(m.raw)), 'the reset email')
+  // The signup's verification mail goes out too, in a session of its own.
+  const verification = await until(() => smtp.seen.messages.find((m) => isVerificationMail({ text: m.raw })), 'the signup\'s verification mail')
+  t.equal(smtp.seen.messages.length, 2, 'the reset email and the signup\'s verification mail')
   t.equal(mail.secure, true, 'the session was encrypted (STARTTLS)')
-  t.same(smtp.seen.auth, [`${credentials.SMTP_USER}:${credentials.SMTP_PASSWORD}`], 'AUTH came after TLS')
+  t.equal(verification.secure, true, 'and the verification mail\'s session')
+  const auth = `${credentials.SMTP_USER}:${credentials.SMTP_PASSWORD}`
+  t.same(smtp.seen.auth, [auth, auth], 'AUTH came after TLS, once in each session')
   t.match(mail.raw, /reset-password\?token=/)
 })
