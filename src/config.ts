@@ -42,6 +42,10 @@ export const ConfigSchema = Type.Object({
   CORS_ORIGINS: Type.Array(Type.String({ pattern: '^https?://[^/\\s]+$' }), { default: [] }),
   TRUST_PROXY: Type.Union([Type.Boolean(), Type.Integer({ minimum: 1, maximum: 100 }), Type.Array(Type.String({ minLength: 1 }))], { default: false }),
   APP_URL: Type.String({ default: 'http://localhost:3000', pattern: '^https?://[^/?#\\s]+(/[^?#\\s]*)?$' }),
+  /** WebAuthn relying party: its ID (a host name; default APP_URL's), its name, the origins passkeys are used from (default APP_URL's). */
+  WEBAUTHN_RP_ID: Type.Optional(Type.String({ pattern: '^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$', maxLength: 253 })),
+  WEBAUTHN_RP_NAME: Type.String({ default: 'Gatehouse', minLength: 1, maxLength: 64 }),
+  WEBAUTHN_ORIGINS: Type.Array(Type.String({ pattern: '^https?://[^/\\s]+$' }), { default: [] }),
   /** The service's own external base URL; default http://localhost:PORT (resolved in loadConfig). */
   PUBLIC_URL: Type.Optional(Type.String({ pattern: '^https?://[^/?#\\s]+(/[^?#\\s]*)?$' })),
   BODY_LIMIT_BYTES: Int(16 * 1024, 1024, 1024 * 1024),
@@ -122,7 +126,7 @@ export class ConfigError extends Error {
   override name = 'ConfigError'
 }
 
-const LIST_KEYS = new Set<ConfigKey>(['CORS_ORIGINS'])
+const LIST_KEYS = new Set<ConfigKey>(['CORS_ORIGINS', 'WEBAUTHN_ORIGINS'])
 const KEYS = Object.keys(ConfigSchema.properties) as ConfigKey[]
 
 function parseBoolean (raw: string): boolean | string {
@@ -233,6 +237,15 @@ export function loadConfig (env: Record<string, string | undefined>): Config {
   }
   config.SMTP_REQUIRE_TLS ??= config.SMTP_HOST === undefined || !isLoopbackHost(config.SMTP_HOST)
   config.PUBLIC_URL ??= `http://localhost:${config.PORT}`
+  config.WEBAUTHN_RP_ID ??= new URL(config.APP_URL).hostname
+  if (config.WEBAUTHN_ORIGINS.length === 0) config.WEBAUTHN_ORIGINS = [new URL(config.APP_URL).origin]
+  for (const origin of config.WEBAUTHN_ORIGINS) {
+    // WebAuthn §5.1.3/§13.4.9: a browser only uses the RP ID from its own host or a parent domain of it.
+    const host = new URL(origin).hostname
+    if (host !== config.WEBAUTHN_RP_ID && !host.endsWith(`.${config.WEBAUTHN_RP_ID}`)) {
+      throw new ConfigError(`Invalid configuration: WEBAUTHN_ORIGINS: ${origin} is not on WEBAUTHN_RP_ID ${config.WEBAUTHN_RP_ID} or a subdomain of it`)
+    }
+  }
   if ((config.ADMIN_EMAIL === undefined) !== (config.ADMIN_PASSWORD === undefined)) {
     throw new ConfigError('Invalid configuration: ADMIN_EMAIL and ADMIN_PASSWORD must be set together')
   }

@@ -73,7 +73,11 @@ t.test('invalid values stop start-up with one line naming the variable', async (
     [{ HIBP_TIMEOUT_MS: '1.5' }, /HIBP_TIMEOUT_MS/],
     [{ JWT_SECRET: 'short' }, /JWT_SECRET must be at least 32 bytes/],
     [{ ADMIN_EMAIL: 'admin@example.com' }, /ADMIN_EMAIL and ADMIN_PASSWORD/],
-    [{ JWT_PRIVATE_KEY: '-----BEGIN PRIVATE KEY-----' }, /JWT_PRIVATE_KEY/]
+    [{ JWT_PRIVATE_KEY: '-----BEGIN PRIVATE KEY-----' }, /JWT_PRIVATE_KEY/],
+    [{ WEBAUTHN_RP_ID: 'https://example.com' }, /WEBAUTHN_RP_ID/],
+    [{ WEBAUTHN_ORIGINS: 'https://app.example.com/path' }, /WEBAUTHN_ORIGINS/],
+    [{ WEBAUTHN_RP_ID: 'example.com', WEBAUTHN_ORIGINS: 'https://app.example.com,https://evil.com' }, /^Invalid configuration: WEBAUTHN_ORIGINS: https:\/\/evil\.com is not on WEBAUTHN_RP_ID example\.com/],
+    [{ WEBAUTHN_RP_ID: 'example.com', WEBAUTHN_ORIGINS: 'https://notexample.com' }, /WEBAUTHN_ORIGINS/]
   ]
   for (const [env, re] of cases) {
     try {
@@ -135,6 +139,16 @@ t.test('PUBLIC_URL defaults to http://localhost:PORT', async (t) => {
   t.equal(loadConfig({ PORT: '8080' }).PUBLIC_URL, 'http://localhost:8080')
   t.equal(loadConfig({ PUBLIC_URL: 'https://auth.example.com' }).PUBLIC_URL, 'https://auth.example.com')
   t.throws(() => loadConfig({ PUBLIC_URL: 'auth.example.com' }), /PUBLIC_URL/)
+})
+
+t.test('WebAuthn: the RP ID and origins default to APP_URL\'s; origins may be the RP ID or its subdomains', async (t) => {
+  const d = loadConfig({ APP_URL: 'https://app.example.com/base' })
+  t.equal(d.WEBAUTHN_RP_ID, 'app.example.com')
+  t.same(d.WEBAUTHN_ORIGINS, ['https://app.example.com'])
+  t.equal(d.WEBAUTHN_RP_NAME, 'Gatehouse')
+  const c = loadConfig({ WEBAUTHN_RP_ID: 'example.com', WEBAUTHN_ORIGINS: 'https://example.com, https://app.example.com:8443', WEBAUTHN_RP_NAME: 'Acme' })
+  t.same(c.WEBAUTHN_ORIGINS, ['https://example.com', 'https://app.example.com:8443'])
+  t.equal(c.WEBAUTHN_RP_NAME, 'Acme')
 })
 
 t.test('.env.example lists every variable the service reads', async (t) => {

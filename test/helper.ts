@@ -113,8 +113,8 @@ export function testDb (): Promise<DbHandle> {
 }
 
 const TABLES = [
-  'auth_events', 'backup_codes', 'email_outbox', 'email_verification_tokens', 'mfa_challenges', 'oauth_clients', 'password_reset_tokens',
-  'refresh_tokens', 'sessions', 'tasks', 'users'
+  'auth_events', 'backup_codes', 'email_outbox', 'email_verification_tokens', 'mfa_challenges', 'oauth_clients', 'passkeys', 'password_reset_tokens',
+  'refresh_tokens', 'sessions', 'tasks', 'users', 'webauthn_challenges'
 ]
 
 /** A clock tests can move. */

@@ -235,6 +235,50 @@ export const emailVerificationTokens = pgTable('email_verification_tokens', {
 ])
 
 /**
+ * Passkeys (WebAuthn credentials). The public key is COSE, base64url; the user handle is the
+ * opaque `user.id` the authenticator stores with the credential (random, never the email).
+ */
+export const passkeys = pgTable('passkeys', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  userId: uuid('user_id').notNull().references(() => users.id, { onDelete: 'cascade' }),
+  /** The credential id, base64url, as the authenticator reports it. */
+  credentialId: text('credential_id').notNull(),
+  publicKey: text('public_key').notNull(),
+  userHandle: text('user_handle').notNull(),
+  /** The signature counter last seen (WebAuthn §6.1.1); 0 for authenticators that keep none. */
+  counter: bigint('counter', { mode: 'number' }).notNull().default(0),
+  transports: text('transports').array().notNull().default(sql`'{}'::text[]`),
+  deviceType: text('device_type', { enum: ['singleDevice', 'multiDevice'] }).notNull(),
+  backedUp: boolean('backed_up').notNull(),
+  aaguid: text('aaguid'),
+  name: text('name').notNull(),
+  createdAt: ts('created_at').notNull(),
+  lastUsedAt: ts('last_used_at')
+}, (t) => [
+  uniqueIndex('passkeys_credential_id_key').on(t.credentialId),
+  index('passkeys_user_id_idx').on(t.userId)
+])
+
+/**
+ * WebAuthn challenges: single use, 5 minutes. Only the SHA-256 of the challenge is kept; a
+ * registration challenge belongs to the user who asked for it (and carries the user handle it
+ * offered), an authentication challenge to nobody.
+ */
+export const webauthnChallenges = pgTable('webauthn_challenges', {
+  id: uuid('id').primaryKey().defaultRandom(),
+  kind: text('kind', { enum: ['registration', 'authentication'] }).notNull(),
+  userId: uuid('user_id').references(() => users.id, { onDelete: 'cascade' }),
+  userHandle: text('user_handle'),
+  challengeHash: text('challenge_hash').notNull(),
+  createdAt: ts('created_at').notNull(),
+  expiresAt: ts('expires_at').notNull(),
+  usedAt: ts('used_at')
+}, (t) => [
+  index('webauthn_challenges_expires_at_idx').on(t.expiresAt),
+  check('webauthn_challenges_kind_check', sql`${t.kind} in ('registration', 'authentication')`)
+])
+
+/**
  * Service clients (OAuth 2.0 client credentials). The secret is 256 random bits, stored only as
  * its SHA-256; during a rotation the previous secret's hash works until its expiry.
  */

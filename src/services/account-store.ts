@@ -7,7 +7,7 @@ import { hashOpaqueToken } from './opaque-tokens.ts'
 import type { Broadcast } from './state-store.ts'
 import type { Telemetry } from './telemetry.ts'
 
-export type Amr = 'pwd' | 'otp'
+export type Amr = 'pwd' | 'otp' | 'passkey'
 export type Role = 'user' | 'admin'
 
 /** What `GET /api/auth/me` shows of a user: the row without any secret. */

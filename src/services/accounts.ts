@@ -10,6 +10,7 @@ import type { BreachChecker } from './hibp.ts'
 import type { MfaChallenge, MfaService } from './mfa.ts'
 import type { AccountStore, PublicUserRow } from './account-store.ts'
 import type { EmailVerification } from './email-verification.ts'
+import type { PasskeyService } from './passkeys.ts'
 import type { Amr, IssuedRefreshToken, SessionService } from './sessions.ts'
 
 /** The contract's User object. */
@@ -78,6 +79,7 @@ export function createAccountService (deps: {
   store: AccountStore
   sessions: SessionService
   emailVerification: EmailVerification
+  passkeys: PasskeyService
   /** REQUIRE_EMAIL_VERIFICATION: signup opens no session, and login waits for a verified address. */
   requireVerifiedEmail: boolean
   throttle: PasswordThrottle
@@ -186,6 +188,17 @@ export function createAccountService (deps: {
     /** The second step of a login with MFA: a TOTP code or a backup code for the challenge. */
     async loginMfa (input: { mfaToken: string, code?: string, backupCode?: string }, ctx: RequestContext): Promise<AuthResult> {
       return deps.mfa.answerChallenge(input.mfaToken, input, ctx, (tx, user) => completeLogin(tx, user, ['pwd', 'otp'], ctx))
+    },
+
+    /**
+     * A login by passkey (see PasskeyService.login): the usual session and tokens with
+     * `amr: ["passkey"]`. No TOTP step: a passkey with user verification is two factors.
+     */
+    async loginWithPasskey (input: Parameters<PasskeyService['login']>[0], ctx: RequestContext): Promise<AuthResult> {
+      return deps.passkeys.login(input, ctx, async (tx, userId) => {
+        const { user, sessionId, refresh } = await deps.sessions.create(tx, userId, ctx, ['passkey'])
+        return authResult(user, sessionId, ['passkey'], refresh)
+      })
     },
 
     /** Rotates the refresh token (see sessions.rotate) and issues a fresh access token. */

@@ -8,6 +8,7 @@ import { createBreachChecker } from './hibp.ts'
 import { createMfaService, type MfaTokenCodec } from './mfa.ts'
 import { createSmtpMailer, createStdoutMailer, type Mailer } from './mailer.ts'
 import { createOutbox } from './outbox.ts'
+import { createPasskeyService } from './passkeys.ts'
 import { createPasswordHasher } from './passwords.ts'
 import { createPasswordThrottle } from './password-throttle.ts'
 import { createRetention } from './retention.ts'
@@ -151,6 +152,14 @@ export function createServices ({ db, config, now, keys, broadcast, signAccessTo
     perIpPerHour: config.RATE_LIMIT_VERIFY_IP_PER_HOUR,
     defer: credentials.defer
   })
+  const passkeys = createPasskeyService({
+    db,
+    now,
+    store,
+    audit,
+    outbox,
+    settings: { rpId: config.WEBAUTHN_RP_ID ?? new URL(config.APP_URL).hostname, rpName: config.WEBAUTHN_RP_NAME, origins: config.WEBAUTHN_ORIGINS }
+  })
   const accounts = createAccountService({
     db,
     now,
@@ -161,6 +170,7 @@ export function createServices ({ db, config, now, keys, broadcast, signAccessTo
     store,
     sessions,
     emailVerification,
+    passkeys,
     requireVerifiedEmail: config.REQUIRE_EMAIL_VERIFICATION,
     signAccessToken,
     accessTokenSeconds: config.ACCESS_TOKEN_EXPIRE_MINUTES * 60,
@@ -186,6 +196,6 @@ export function createServices ({ db, config, now, keys, broadcast, signAccessTo
     telemetry,
     settings: { authEventsDays: config.AUTH_EVENTS_RETENTION_DAYS, outboxDays: config.OUTBOX_RETENTION_DAYS }
   })
-  return { passwords, breaches, audit, outbox, store, sessions, mfa, accounts, credentials, admin, clients, oauth, emailVerification, tasks, retention }
+  return { passwords, breaches, audit, outbox, store, sessions, mfa, accounts, credentials, admin, clients, oauth, emailVerification, passkeys, tasks, retention }
 }
 export type Services = ReturnType<typeof createServices>

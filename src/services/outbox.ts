@@ -7,7 +7,7 @@ import type { Sealer } from './sealing.ts'
 import type { Telemetry } from './telemetry.ts'
 import { withTimeout } from './with-timeout.ts'
 
-export type EmailKind = 'refresh_token_reused' | 'password_reset' | 'password_changed' | 'mfa_disabled' | 'mfa_failures' | 'email_verification'
+export type EmailKind = 'refresh_token_reused' | 'password_reset' | 'password_changed' | 'mfa_disabled' | 'mfa_failures' | 'email_verification' | 'passkey_added' | 'passkey_removed'
 
 export interface OutboxSettings {
   backoffBaseSeconds: number

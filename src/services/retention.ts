@@ -1,6 +1,6 @@
 import { and, inArray, lt, sql, type SQL } from 'drizzle-orm'
 import { type Db, type Queryable, rowsOf } from '../db/client.ts'
-import { authEvents, emailOutbox } from '../db/schema.ts'
+import { authEvents, emailOutbox, webauthnChallenges } from '../db/schema.ts'
 import { transaction } from '../db/transaction.ts'
 import type { Telemetry } from './telemetry.ts'
 
@@ -15,9 +15,10 @@ export interface RetentionSettings {
 const RETENTION_LOCK_KEY = 7_245_310_022
 
 /**
- * Prunes what is kept only for a while: audit events older than `authEventsDays`, and outbox rows
- * that are finished (sent, failed or expired) and older than `outboxDays`; pending email is never
- * pruned. It deletes in batches, each in a transaction holding an advisory lock: while one
+ * Prunes what is kept only for a while: audit events older than `authEventsDays`, outbox rows
+ * that are finished (sent, failed or expired) and older than `outboxDays` (pending email is never
+ * pruned), and WebAuthn challenges a day after they expired (anyone may ask for login options,
+ * so they would otherwise pile up). It deletes in batches, each in a transaction holding an advisory lock: while one
  * instance prunes, another that tries skips its round.
  */
 export function createRetention (deps: { db: Db, now: () => Date, telemetry: Telemetry, settings: RetentionSettings }) {
@@ -25,7 +26,7 @@ export function createRetention (deps: { db: Db, now: () => Date, telemetry: Tel
   const batchSize = deps.settings.batchSize ?? 5000
 
   /** One batch; undefined when another instance holds the lock. */
-  async function batch (table: typeof authEvents | typeof emailOutbox, old: SQL | undefined): Promise<number | undefined> {
+  async function batch (table: typeof authEvents | typeof emailOutbox | typeof webauthnChallenges, old: SQL | undefined): Promise<number | undefined> {
     return transaction(db, async (tx: Queryable) => {
       const [lock] = rowsOf<{ locked: boolean }>(await tx.execute(sql`select pg_try_advisory_xact_lock(${RETENTION_LOCK_KEY}) as locked`))
       if (lock?.locked !== true) return undefined
@@ -35,7 +36,7 @@ export function createRetention (deps: { db: Db, now: () => Date, telemetry: Tel
     })
   }
 
-  async function prune (table: typeof authEvents | typeof emailOutbox, old: SQL | undefined): Promise<number | undefined> {
+  async function prune (table: typeof authEvents | typeof emailOutbox | typeof webauthnChallenges, old: SQL | undefined): Promise<number | undefined> {
     let total = 0
     for (;;) {
       const n = await batch(table, old)
@@ -46,7 +47,7 @@ export function createRetention (deps: { db: Db, now: () => Date, telemetry: Tel
   }
 
   return {
-    async runOnce (): Promise<{ skipped: true } | { skipped: false, authEvents: number, outbox: number }> {
+    async runOnce (): Promise<{ skipped: true } | { skipped: false, authEvents: number, outbox: number, webauthnChallenges: number }> {
       const t = now().getTime()
       const events = await prune(authEvents, lt(authEvents.createdAt, new Date(t - deps.settings.authEventsDays * 86_400_000)))
       if (events === undefined) return { skipped: true }
@@ -54,8 +55,9 @@ export function createRetention (deps: { db: Db, now: () => Date, telemetry: Tel
         inArray(emailOutbox.status, ['sent', 'failed', 'expired']),
         lt(emailOutbox.createdAt, new Date(t - deps.settings.outboxDays * 86_400_000))
       )) ?? 0
-      if (events + outbox > 0) deps.telemetry.log.info({ authEvents: events, outbox }, 'retention: pruned old rows')
-      return { skipped: false, authEvents: events, outbox }
+      const challenges = await prune(webauthnChallenges, lt(webauthnChallenges.expiresAt, new Date(t - 86_400_000))) ?? 0
+      if (events + outbox + challenges > 0) deps.telemetry.log.info({ authEvents: events, outbox, webauthnChallenges: challenges }, 'retention: pruned old rows')
+      return { skipped: false, authEvents: events, outbox, webauthnChallenges: challenges }
     }
   }
 }

@@ -10,6 +10,7 @@ if (existsSync('/usr/bin/chromium')) {
   await import('./cookies.browser.ts')
   await import('./docs.browser.ts')
   await import('./client.browser.ts')
+  await import('./passkeys.browser.ts')
 } else if (process.env.CI === 'true') {
   throw new Error('/usr/bin/chromium is required in CI (apt-get install chromium)')
 } else {

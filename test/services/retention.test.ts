@@ -5,7 +5,7 @@
 import { eq, sql } from 'drizzle-orm'
 import t from 'tap'
 import type { App } from '../../src/app.ts'
-import { authEvents, emailOutbox } from '../../src/db/schema.ts'
+import { authEvents, emailOutbox, webauthnChallenges } from '../../src/db/schema.ts'
 import { buildTestApp, openTestDb, readMail, rowsOf, signup, testClock } from '../helper.ts'
 
 const DAY = 86_400_000
@@ -19,18 +19,33 @@ t.test('events after AUTH_EVENTS_RETENTION_DAYS, finished emails after OUTBOX_RE
   const app = await buildTestApp(t, { now: clock.now })
   const s = await signup(app)
   await app.inject({ method: 'POST', url: '/api/auth/password/forgot', payload: { email: s.email } })
-  await readMail(app) // delivered: sent
+  await readMail(app) // delivered: sent, the reset email and the signup's verification mail
   await app.services.outbox.enqueue(app.db, 'password_changed', { to: s.email, subject: 'Queued', text: 'waits' })
-  t.same(await counts(app), { events: 2, outbox: ['pending', 'sent'] })
+  t.same(await counts(app), { events: 2, outbox: ['pending', 'sent', 'sent'] })
 
   clock.advance(6 * DAY)
-  t.same(await app.services.retention.runOnce(), { skipped: false, authEvents: 0, outbox: 0 }, 'nothing is old enough yet')
+  t.same(await app.services.retention.runOnce(), { skipped: false, authEvents: 0, outbox: 0, webauthnChallenges: 0 }, 'nothing is old enough yet')
   clock.advance(2 * DAY)
-  t.same(await app.services.retention.runOnce(), { skipped: false, authEvents: 0, outbox: 1 }, 'the sent email, after 7 days')
+  t.same(await app.services.retention.runOnce(), { skipped: false, authEvents: 0, outbox: 2, webauthnChallenges: 0 }, 'the sent emails (the reset and the signup\'s verification mail), after 7 days')
   t.same(await counts(app), { events: 2, outbox: ['pending'] }, 'the pending one stays, however old')
   clock.advance(83 * DAY)
-  t.same(await app.services.retention.runOnce(), { skipped: false, authEvents: 2, outbox: 0 }, 'the events, after 90 days')
+  t.same(await app.services.retention.runOnce(), { skipped: false, authEvents: 2, outbox: 0, webauthnChallenges: 0 }, 'the events, after 90 days')
   t.same(await counts(app), { events: 0, outbox: ['pending'] })
+})
+
+t.test('WebAuthn challenges go a day after they expired (anyone may ask for login options)', async (t) => {
+  const clock = testClock(new Date())
+  const app = await buildTestApp(t, { now: clock.now })
+  const options = () => app.inject({ method: 'POST', url: '/api/auth/passkeys/login/options', payload: {} })
+  for (let i = 0; i < 3; i++) t.equal((await options()).statusCode, 200)
+  const challenges = async () => (await app.db.select().from(webauthnChallenges)).length
+  t.equal(await challenges(), 3)
+  clock.advance(DAY)
+  t.match(await app.services.retention.runOnce(), { webauthnChallenges: 0 }, 'expired (after 5 minutes), but not a day ago yet')
+  await options()
+  clock.advance(10 * 60_000)
+  t.match(await app.services.retention.runOnce(), { webauthnChallenges: 3 }, 'the three old ones')
+  t.equal(await challenges(), 1, 'the newer one stays until its day has passed')
 })
 
 t.test('the app runs retention itself every RETENTION_INTERVAL_MINUTES, starting when ready', async (t) => {
@@ -69,6 +84,6 @@ if (process.env.TEST_DATABASE_URL !== undefined && process.env.TEST_DATABASE_URL
     t.equal((await app.db.select().from(authEvents)).length, 1, 'nothing pruned by the skipping instance')
     await held`select pg_advisory_unlock(7245310022)`
     held.release()
-    t.same(await app.services.retention.runOnce(), { skipped: false, authEvents: 1, outbox: 0 })
+    t.same(await app.services.retention.runOnce(), { skipped: false, authEvents: 1, outbox: 0, webauthnChallenges: 0 })
   })
 }
