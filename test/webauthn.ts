@@ -68,6 +68,8 @@ export interface RegisterKnobs {
   transports?: string[]
   /** Present this existing credential again (same id and key) instead of making a new one. */
   credential?: SoftCredential
+  /** The ceremony ran in a frame of another site (clientData.crossOrigin). */
+  crossOrigin?: boolean
 }
 
 /** What a test may change in an assertion. */
@@ -85,6 +87,8 @@ export interface AssertKnobs {
   userHandle?: string | null
   /** Sign with a key that is not the credential's. */
   wrongKey?: boolean
+  /** The ceremony ran in a frame of another site (clientData.crossOrigin). */
+  crossOrigin?: boolean
 }
 
 const b64u = (bytes: Uint8Array) => Buffer.from(bytes).toString('base64url')
@@ -135,8 +139,8 @@ export function encodeAttestationObject (authData?: Uint8Array, fmt = 'none'): U
   return encodeCBOR(new Map(entries))
 }
 
-const clientData = (type: 'webauthn.create' | 'webauthn.get', challenge: string, origin: string) =>
-  Buffer.from(JSON.stringify({ type, challenge, origin, crossOrigin: false }))
+const clientData = (type: 'webauthn.create' | 'webauthn.get', challenge: string, origin: string, crossOrigin = false) =>
+  Buffer.from(JSON.stringify({ type, challenge, origin, crossOrigin }))
 
 /**
  * A software authenticator used from `origin` (the page's origin, as the browser reports it).
@@ -172,7 +176,7 @@ export function softAuthenticator (origin: string) {
         rawId: made.id,
         type: 'public-key',
         response: {
-          clientDataJSON: b64u(clientData('webauthn.create', knobs.challenge ?? options.challenge, knobs.origin ?? origin)),
+          clientDataJSON: b64u(clientData('webauthn.create', knobs.challenge ?? options.challenge, knobs.origin ?? origin, knobs.crossOrigin)),
           attestationObject: b64u(attestationObject),
           transports: knobs.transports ?? ['internal', 'hybrid']
         },
@@ -188,7 +192,7 @@ export function softAuthenticator (origin: string) {
       credential.signCount = knobs.counter ?? (credential.counts ? credential.signCount + 1 : 0)
       const flags: Flags = { ...credential.flags, up: true, uv: true, ...knobs.flags }
       const authData = authenticatorData(knobs.rpId ?? options.rpId ?? credential.rpId, flagsByte(flags, false), credential.signCount)
-      const clientDataJSON = clientData('webauthn.get', knobs.challenge ?? options.challenge, knobs.origin ?? origin)
+      const clientDataJSON = clientData('webauthn.get', knobs.challenge ?? options.challenge, knobs.origin ?? origin, knobs.crossOrigin)
       const key = knobs.wrongKey === true ? newKeyPair(credential.alg).privateKey : credential.privateKey
       const signature = signWith(credential.alg, key, Buffer.concat([authData, sha256(clientDataJSON)]))
       const userHandle = knobs.userHandle === undefined ? credential.userHandle : knobs.userHandle

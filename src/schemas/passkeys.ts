@@ -15,7 +15,8 @@ export const PasskeySchema = Type.Object({
 export const PasskeyResponseSchema = Type.Object({ passkey: PasskeySchema })
 export const PasskeyListSchema = Type.Object({ items: Type.Array(PasskeySchema) })
 export const PasskeyParamsSchema = Type.Object({ id: UuidSchema })
-export const PasskeyNameSchema = Type.String({ minLength: 1, maxLength: 64, pattern: '\\S' })
+/** 1–64 characters, not only spaces, and no control or format characters (no line breaks, no bidi overrides). */
+export const PasskeyNameSchema = Type.String({ minLength: 1, maxLength: 64, pattern: '^[^\\p{C}]*[^\\p{C}\\s][^\\p{C}]*$' })
 export const RenamePasskeySchema = Type.Object({ name: PasskeyNameSchema }, { additionalProperties: false })
 export const EmptyBodySchema = Type.Object({}, { additionalProperties: false })
 

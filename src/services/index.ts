@@ -158,7 +158,12 @@ export function createServices ({ db, config, now, keys, broadcast, signAccessTo
     store,
     audit,
     outbox,
-    settings: { rpId: config.WEBAUTHN_RP_ID ?? new URL(config.APP_URL).hostname, rpName: config.WEBAUTHN_RP_NAME, origins: config.WEBAUTHN_ORIGINS }
+    settings: {
+      rpId: config.WEBAUTHN_RP_ID ?? new URL(config.APP_URL).hostname,
+      rpName: config.WEBAUTHN_RP_NAME,
+      origins: config.WEBAUTHN_ORIGINS,
+      requireVerifiedEmail: config.REQUIRE_EMAIL_VERIFICATION
+    }
   })
   const accounts = createAccountService({
     db,

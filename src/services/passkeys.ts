@@ -3,7 +3,7 @@ import {
   type AuthenticationResponseJSON, type AuthenticatorTransport, generateAuthenticationOptions, generateRegistrationOptions,
   type RegistrationResponseJSON, verifyAuthenticationResponse, verifyRegistrationResponse
 } from '@simplewebauthn/server'
-import { and, asc, eq, gt, isNull, lt, or, sql } from 'drizzle-orm'
+import { and, asc, count, eq, gt, isNull, lt, or, sql } from 'drizzle-orm'
 import type { Db, Tx } from '../db/client.ts'
 import { passkeys, webauthnChallenges } from '../db/schema.ts'
 import { transaction } from '../db/transaction.ts'
@@ -14,6 +14,10 @@ import type { Outbox } from './outbox.ts'
 import { displayIp } from './user-agent.ts'
 
 const CHALLENGE_MS = 5 * 60_000
+/** More than anyone needs; bounds the excludeCredentials list every registration sends. */
+const MAX_PASSKEYS_PER_USER = 50
+/** WebAuthn §5.8.3: a credential id is at most 1023 bytes (1364 base64url characters). */
+const MAX_CREDENTIAL_ID_CHARS = 1364
 /** EdDSA, ES256 and RS256 (COSE ids): the contract asks for the first two; RS256 is for Windows Hello. */
 const ALGORITHMS = [-8, -7, -257]
 
@@ -21,6 +25,8 @@ export interface PasskeySettings {
   rpId: string
   rpName: string
   origins: string[]
+  /** REQUIRE_EMAIL_VERIFICATION: a passkey logs in only an account whose address is verified, as a password does. */
+  requireVerifiedEmail: boolean
 }
 
 export interface PublicPasskey {
@@ -42,6 +48,21 @@ const toPublic = (p: PasskeyRow): PublicPasskey => ({
 })
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('base64url')
+
+/** A library message for the audit log: it may echo client data (origin, challenge), so no control characters. */
+const detailOf = (err: unknown) => (err instanceof Error ? err.message : String(err)).replace(/\p{Cc}/gu, '?').slice(0, 200)
+
+/**
+ * A ceremony run inside a frame of another site (clientData.crossOrigin) is refused: the
+ * origin checks speak for the page the user sees, which a framed page is not.
+ */
+function crossOrigin (clientDataJSON: string): boolean {
+  try {
+    return (JSON.parse(Buffer.from(clientDataJSON, 'base64url').toString('utf8')) as { crossOrigin?: unknown }).crossOrigin === true
+  } catch {
+    return false // not JSON: the library refuses it
+  }
+}
 
 /**
  * Passkeys (WebAuthn) on @simplewebauthn/server: registration for a signed-in user, login
@@ -91,13 +112,14 @@ export function createPasskeyService (deps: {
     return row
   }
 
-  function notice (kind: 'passkey_added' | 'passkey_removed', email: string, name: string, t: Date, ctx: RequestContext) {
+  function notice (kind: 'passkey_added' | 'passkey_removed', email: string, t: Date, ctx: RequestContext) {
     const added = kind === 'passkey_added'
     return {
       to: email,
       subject: added ? 'A passkey was added to your account' : 'A passkey was removed from your account',
+      // The name is the user's text (and, with a stolen token, an attacker's): not quoted here.
       text: [
-        `The passkey "${name}" was ${added ? 'added to' : 'removed from'} your account at ${t.toISOString()} from IP ${displayIp(ctx.ip)}.`,
+        `A passkey was ${added ? 'added to' : 'removed from'} your account at ${t.toISOString()} from IP ${displayIp(ctx.ip)}.`,
         added
           ? 'It can sign in to your account without your password. If this was not you, remove it, change your password and log out everywhere.'
           : 'If this was not you, change your password and log out everywhere.'
@@ -138,6 +160,7 @@ export function createPasskeyService (deps: {
       const failed = (why: string) => new AppError('PASSKEY_REGISTRATION_FAILED', `The passkey could not be registered: ${why}`)
       const challenge = await transaction(db, (tx) => consumeChallenge(tx, input.challengeId, 'registration', userId))
       if (challenge === undefined) throw failed('the challenge is unknown, expired, used or not yours')
+      if (crossOrigin(input.response.response.clientDataJSON)) throw failed('created inside a frame of another site')
       let verification: Awaited<ReturnType<typeof verifyRegistrationResponse>>
       try {
         verification = await verifyRegistrationResponse({
@@ -149,13 +172,19 @@ export function createPasskeyService (deps: {
           supportedAlgorithmIDs: ALGORITHMS
         })
       } catch (err) {
-        throw failed((err as Error).message)
+        throw failed(detailOf(err))
       }
       if (!verification.verified) throw failed('the response does not verify')
       const info = verification.registrationInfo
+      // The id the authenticator put in its signed data is the one stored and looked up at login.
+      if (info.credential.id !== input.response.id || info.credential.id.length > MAX_CREDENTIAL_ID_CHARS) {
+        throw failed('the credential id is not the one in the authenticator data, or is too long')
+      }
       return transaction(db, async (tx) => {
         const user = await store.lockUser(tx, userId)
         if (user === undefined) throw new AppError('AUTH_REQUIRED')
+        const [held] = await tx.select({ n: count() }).from(passkeys).where(eq(passkeys.userId, userId))
+        if ((held?.n ?? 0) >= MAX_PASSKEYS_PER_USER) throw failed(`an account holds at most ${MAX_PASSKEYS_PER_USER} passkeys`)
         const t = now()
         const [row] = await tx.insert(passkeys).values({
           userId,
@@ -172,7 +201,7 @@ export function createPasskeyService (deps: {
         }).onConflictDoNothing({ target: passkeys.credentialId }).returning()
         if (row === undefined) throw failed('this credential is already registered')
         await audit.record({ type: 'passkey_registered', ctx, userId, email: user.email, success: true, metadata: { passkeyId: row.id, name: row.name, backedUp: row.backedUp } }, tx)
-        await deps.outbox.enqueue(tx, 'passkey_added', notice('passkey_added', user.email, row.name, t, ctx))
+        await deps.outbox.enqueue(tx, 'passkey_added', notice('passkey_added', user.email, t, ctx))
         return toPublic(row)
       })
     },
@@ -197,7 +226,7 @@ export function createPasskeyService (deps: {
         if (user === undefined) return
         const t = now()
         await audit.record({ type: 'passkey_removed', ctx, userId, email: user.email, success: true, metadata: { passkeyId: passkey.id, name: passkey.name } }, tx)
-        await deps.outbox.enqueue(tx, 'passkey_removed', notice('passkey_removed', user.email, passkey.name, t, ctx))
+        await deps.outbox.enqueue(tx, 'passkey_removed', notice('passkey_removed', user.email, t, ctx))
       })
     },
 
@@ -230,6 +259,7 @@ export function createPasskeyService (deps: {
       }
       const challenge = await transaction(db, (tx) => consumeChallenge(tx, input.challengeId, 'authentication'))
       if (challenge === undefined) throw await refuse('challenge_invalid')
+      if (crossOrigin(input.response.response.clientDataJSON)) throw await refuse('cross_origin')
       const [passkey] = await db.select().from(passkeys).where(eq(passkeys.credentialId, input.response.id))
       if (passkey === undefined) throw await refuse('unknown_credential')
       const owner = await store.userById(passkey.userId)
@@ -251,10 +281,10 @@ export function createPasskeyService (deps: {
         if (!verification.verified) throw new Error('the assertion does not verify')
         newCounter = verification.authenticationInfo.newCounter
       } catch (err) {
-        throw await refuse('passkey_verification_failed', who, { passkeyId: passkey.id, detail: (err as Error).message.slice(0, 200) })
+        throw await refuse('passkey_verification_failed', who, { passkeyId: passkey.id, detail: detailOf(err) })
       }
 
-      type Outcome = { refused: 'unknown_credential' | 'passkey_clone_suspected' | 'account_disabled' } | { done: T }
+      type Outcome = { refused: 'unknown_credential' | 'passkey_clone_suspected' | 'account_disabled' | 'email_not_verified' } | { done: T }
       const outcome = await transaction(db, async (tx): Promise<Outcome> => {
         const user = await store.lockUser(tx, passkey.userId)
         if (user === undefined) return { refused: 'unknown_credential' as const }
@@ -276,12 +306,17 @@ export function createPasskeyService (deps: {
           return { refused: 'passkey_clone_suspected' as const }
         }
         if (!user.isActive) return { refused: 'account_disabled' as const }
+        if (settings.requireVerifiedEmail && !user.emailVerified) return { refused: 'email_not_verified' as const }
         return { done: await complete(tx, user.id) }
       })
       if ('done' in outcome) return outcome.done
       if (outcome.refused === 'account_disabled') {
         await refuse('account_disabled', who, { passkeyId: passkey.id })
         throw new AppError('ACCOUNT_DISABLED')
+      }
+      if (outcome.refused === 'email_not_verified') {
+        await refuse('email_not_verified', who, { passkeyId: passkey.id })
+        throw new AppError('EMAIL_NOT_VERIFIED')
       }
       throw await refuse(outcome.refused, who, { passkeyId: passkey.id })
     }

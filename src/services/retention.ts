@@ -17,8 +17,8 @@ const RETENTION_LOCK_KEY = 7_245_310_022
 /**
  * Prunes what is kept only for a while: audit events older than `authEventsDays`, outbox rows
  * that are finished (sent, failed or expired) and older than `outboxDays` (pending email is never
- * pruned), and WebAuthn challenges a day after they expired (anyone may ask for login options,
- * so they would otherwise pile up). It deletes in batches, each in a transaction holding an advisory lock: while one
+ * pruned), and expired WebAuthn challenges (anyone may ask for login options, so they would otherwise
+ * pile up). It deletes in batches, each in a transaction holding an advisory lock: while one
  * instance prunes, another that tries skips its round.
  */
 export function createRetention (deps: { db: Db, now: () => Date, telemetry: Telemetry, settings: RetentionSettings }) {
@@ -55,7 +55,7 @@ export function createRetention (deps: { db: Db, now: () => Date, telemetry: Tel
         inArray(emailOutbox.status, ['sent', 'failed', 'expired']),
         lt(emailOutbox.createdAt, new Date(t - deps.settings.outboxDays * 86_400_000))
       )) ?? 0
-      const challenges = await prune(webauthnChallenges, lt(webauthnChallenges.expiresAt, new Date(t - 86_400_000))) ?? 0
+      const challenges = await prune(webauthnChallenges, lt(webauthnChallenges.expiresAt, new Date(t))) ?? 0
       if (events + outbox + challenges > 0) deps.telemetry.log.info({ authEvents: events, outbox, webauthnChallenges: challenges }, 'retention: pruned old rows')
       return { skipped: false, authEvents: events, outbox, webauthnChallenges: challenges }
     }

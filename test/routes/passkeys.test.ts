@@ -5,7 +5,7 @@ import t from 'tap'
 import type { App } from '../../src/app.ts'
 import { authEvents, passkeys, sessions, webauthnChallenges } from '../../src/db/schema.ts'
 import {
-  assertError, bearer, buildTestApp, decodeJwt, enrolMfa, login, PASSWORD, readMail, refreshCookieIn, signup, signupAdmin, testClock
+  assertError, bearer, buildTestApp, decodeJwt, enrolMfa, login, PASSWORD, readMail, refreshCookieIn, signup, signupAdmin, testClock, testDb
 } from '../helper.ts'
 import { type AssertKnobs, EDDSA, encodeAttestationObject, type RegisterKnobs, type SoftAuthenticator, softAuthenticator } from '../webauthn.ts'
 
@@ -189,7 +189,8 @@ t.test('registering a passkey: 201 {passkey}, the credential stored, passkey_reg
   t.equal(mail.length, 1, 'one notice')
   t.equal(mail[0]?.to, s.email)
   t.match(mail[0]?.subject, /a passkey was added to your account/i)
-  t.match(mail[0]?.text, /Work laptop/)
+  t.match(mail[0]?.text, /A passkey was added to your account/)
+  t.notMatch(mail[0]?.text, /Work laptop/, 'the name is the user\'s text (or a token thief\'s): a security notice does not quote it')
 
   t.same((await listPasskeys(app, s.accessToken)).json(), { items: [passkey] })
 
@@ -598,7 +599,7 @@ t.test('listing, renaming and removing one\'s passkeys', async (t) => {
   t.equal(mail.length, 1)
   t.equal(mail[0]?.to, s.email)
   t.match(mail[0]?.subject, /a passkey was removed from your account/i)
-  t.match(mail[0]?.text, /Old phone/)
+  t.notMatch(mail[0]?.text, /Old phone/, 'the name is not quoted')
 
   assertError(t, await passkeyLogin(app, phone), 401, 'PASSKEY_INVALID')
   t.equal((await passkeyLogin(app, laptop)).statusCode, 200, 'the other one still works')
@@ -606,10 +607,11 @@ t.test('listing, renaming and removing one\'s passkeys', async (t) => {
   assertError(t, await removePasskey(app, s.accessToken, first.id), 404, 'NOT_FOUND')
 })
 
-t.test('a passkey name is 1 to 64 characters, not only blanks: 400 VALIDATION_ERROR otherwise', async (t) => {
+t.test('a passkey name is 1 to 64 characters, not only blanks, no control or format characters: 400 VALIDATION_ERROR otherwise', async (t) => {
   const app = await buildTestApp(t)
   const u = await userWithPasskey(app)
-  for (const payload of [{}, { name: '' }, { name: '   ' }, { name: 'x'.repeat(65) }, { name: 42 }, { name: null }, { name: 'ok', extra: true }]) {
+  const controls = ['a\nb', 'tab\there', 'x\u202e', 'bell\u0007', 'zero\u200bwidth']
+  for (const payload of [{}, { name: '' }, { name: '   ' }, { name: 'x'.repeat(65) }, { name: 42 }, { name: null }, { name: 'ok', extra: true }, ...controls.map((name) => ({ name }))]) {
     assertError(t, await renamePasskey(app, u.accessToken, u.passkey.id, payload), 400, 'VALIDATION_ERROR')
   }
   t.equal((await renamePasskey(app, u.accessToken, u.passkey.id, { name: 'x'.repeat(64) })).statusCode, 200)
@@ -759,4 +761,46 @@ t.test('malformed login bodies are 400s or 401 PASSKEY_INVALID, never 500s', asy
   }
   t.equal((await liveSessionsOf(app, u.user.id)).length, 1, 'no session')
   t.same(await eventsOf(app, 'login_success'), [])
+})
+
+t.test('a ceremony run in a frame of another site (clientData.crossOrigin) is refused', async (t) => {
+  const app = await buildTestApp(t)
+  const u = await userWithPasskey(app)
+  const framed = await register(app, u.accessToken, softAuthenticator(ORIGIN), { crossOrigin: true })
+  assertError(t, framed.res, 400, 'PASSKEY_REGISTRATION_FAILED')
+  t.equal((await passkeysOf(app, u.user.id)).length, 1, 'nothing stored')
+  assertError(t, await passkeyLogin(app, u.authenticator, { crossOrigin: true }), 401, 'PASSKEY_INVALID')
+  t.match((await eventsOf(app, 'login_failure')).at(-1), { failureReason: 'cross_origin' })
+  t.equal((await passkeyLogin(app, u.authenticator)).statusCode, 200, 'the same passkey, not framed, logs in')
+})
+
+t.test('REQUIRE_EMAIL_VERIFICATION holds for passkeys too: an unverified account is 403 EMAIL_NOT_VERIFIED', async (t) => {
+  const app = await buildTestApp(t)
+  const u = await userWithPasskey(app) // registered while the requirement was off
+  // The setting turned on: a second app on the same database.
+  const strict = await buildTestApp(t, { db: await testDb(), env: { REQUIRE_EMAIL_VERIFICATION: 'true' } })
+  const before = (await liveSessionsOf(strict, u.user.id)).length
+  assertError(t, await passkeyLogin(strict, u.authenticator), 403, 'EMAIL_NOT_VERIFIED')
+  t.equal((await liveSessionsOf(strict, u.user.id)).length, before, 'no new session')
+  t.match((await eventsOf(strict, 'login_failure')).at(-1), { failureReason: 'email_not_verified', metadata: { method: 'passkey' } })
+  t.equal((await passkeyLogin(app, u.authenticator)).statusCode, 200, 'without the requirement it logs in')
+})
+
+t.test('a credential id must be the one the authenticator signed, and at most 1023 bytes', async (t) => {
+  const app = await buildTestApp(t)
+  const s = await signup(app)
+  const { challengeId, options } = await newRegistration(app, s.accessToken)
+  const response = softAuthenticator(ORIGIN).register(options)
+  const res = await registerVerify(app, s.accessToken, { challengeId, response: { ...response, id: 'AAAA', rawId: 'AAAA' } })
+  assertError(t, res, 400, 'PASSKEY_REGISTRATION_FAILED')
+  t.same(await passkeysOf(app, s.user.id), [])
+})
+
+t.test('client data echoed in a refusal cannot break its audit row (a NUL in the origin): 401 and recorded, not a 500', async (t) => {
+  const app = await buildTestApp(t)
+  const u = await userWithPasskey(app)
+  assertError(t, await passkeyLogin(app, u.authenticator, { origin: 'http://evil\u0000.example' }), 401, 'PASSKEY_INVALID')
+  const failure = (await eventsOf(app, 'login_failure')).at(-1)
+  t.match(failure, { failureReason: 'passkey_verification_failed', userId: u.user.id })
+  t.notMatch(JSON.stringify(failure?.metadata), /\\u0000/, 'no control character stored')
 })
