@@ -15,8 +15,13 @@ export const PasskeySchema = Type.Object({
 export const PasskeyResponseSchema = Type.Object({ passkey: PasskeySchema })
 export const PasskeyListSchema = Type.Object({ items: Type.Array(PasskeySchema) })
 export const PasskeyParamsSchema = Type.Object({ id: UuidSchema })
-/** 1–64 characters, not only spaces, and no control or format characters (no line breaks, no bidi overrides). */
-export const PasskeyNameSchema = Type.String({ minLength: 1, maxLength: 64, pattern: '^[^\\p{C}]*[^\\p{C}\\s][^\\p{C}]*$' })
+/**
+ * 1–64 characters, not only spaces, and no control characters, line or paragraph separators, or
+ * the invisible format characters (soft hyphen, zero-width, bidi marks, embeddings, overrides and
+ * isolates, word joiners, BOM) that could disguise a name in a list or a mail.
+ */
+const HIDDEN = '\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u061c\\u180e\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u206f\\ufeff\\ufff9-\\ufffb'
+export const PasskeyNameSchema = Type.String({ minLength: 1, maxLength: 64, pattern: `^[^${HIDDEN}]*[^\\s${HIDDEN}][^${HIDDEN}]*$` })
 export const RenamePasskeySchema = Type.Object({ name: PasskeyNameSchema }, { additionalProperties: false })
 export const EmptyBodySchema = Type.Object({}, { additionalProperties: false })
 

@@ -1,8 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import {
-  type AuthenticationResponseJSON, type AuthenticatorTransport, generateAuthenticationOptions, generateRegistrationOptions,
-  type RegistrationResponseJSON, verifyAuthenticationResponse, verifyRegistrationResponse
-} from '@simplewebauthn/server'
+import type { AuthenticationResponseJSON, AuthenticatorTransport, RegistrationResponseJSON, VerifiedRegistrationResponse } from '@simplewebauthn/server'
 import { and, asc, count, eq, gt, isNull, lt, or, sql } from 'drizzle-orm'
 import type { Db, Tx } from '../db/client.ts'
 import { passkeys, webauthnChallenges } from '../db/schema.ts'
@@ -46,6 +43,13 @@ const toPublic = (p: PasskeyRow): PublicPasskey => ({
   lastUsedAt: p.lastUsedAt?.toISOString() ?? null,
   backedUp: p.backedUp
 })
+
+/**
+ * @simplewebauthn/server and its ASN.1/X.509 dependencies take about 300 ms to load: loaded at
+ * the first ceremony, not at start-up (BENCHMARKS.md, start to ready).
+ */
+let library: Promise<typeof import('@simplewebauthn/server')> | undefined
+const webauthn = () => { library ??= import('@simplewebauthn/server'); return library }
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('base64url')
 
@@ -136,6 +140,7 @@ export function createPasskeyService (deps: {
         .from(passkeys).where(eq(passkeys.userId, userId)).orderBy(asc(passkeys.createdAt))
       // One opaque handle per user (the authenticator files credentials under it); never the email.
       const handle = existing[0]?.userHandle ?? randomBytes(32).toString('base64url')
+      const { generateRegistrationOptions } = await webauthn()
       const options = await generateRegistrationOptions({
         rpName: settings.rpName,
         rpID: settings.rpId,
@@ -161,7 +166,8 @@ export function createPasskeyService (deps: {
       const challenge = await transaction(db, (tx) => consumeChallenge(tx, input.challengeId, 'registration', userId))
       if (challenge === undefined) throw failed('the challenge is unknown, expired, used or not yours')
       if (crossOrigin(input.response.response.clientDataJSON)) throw failed('created inside a frame of another site')
-      let verification: Awaited<ReturnType<typeof verifyRegistrationResponse>>
+      const { verifyRegistrationResponse } = await webauthn()
+      let verification: VerifiedRegistrationResponse
       try {
         verification = await verifyRegistrationResponse({
           response: input.response,
@@ -234,6 +240,7 @@ export function createPasskeyService (deps: {
     async authenticationOptions () {
       // No allowCredentials at all (the library would write an empty list): the browser offers
       // the passkeys it holds for the RP ID.
+      const { generateAuthenticationOptions } = await webauthn()
       const { allowCredentials: _none, ...options } = await generateAuthenticationOptions({
         rpID: settings.rpId,
         userVerification: 'required',
@@ -267,6 +274,7 @@ export function createPasskeyService (deps: {
       const who = { id: owner.id, email: owner.email }
       // The user handle the authenticator returns must be the one the credential was made for.
       if (input.response.response.userHandle !== passkey.userHandle) throw await refuse('user_handle_mismatch', who, { passkeyId: passkey.id })
+      const { verifyAuthenticationResponse } = await webauthn()
       let newCounter: number
       try {
         const verification = await verifyAuthenticationResponse({

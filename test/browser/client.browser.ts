@@ -10,54 +10,19 @@
  * once) and the service's JWT clock (`Date.now` in this process) moves by the same amount, so the
  * service really answers TOKEN_EXPIRED for the old access tokens.
  */
-import { readFile } from 'node:fs/promises'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { and, eq, isNull } from 'drizzle-orm'
-import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core'
+import type { Page } from 'playwright-core'
 import t from 'tap'
 import type { App } from '../../src/app.ts'
 import { refreshTokens, sessions, users } from '../../src/db/schema.ts'
-import { enrolMfa, isVerificationMail, listeningTestApp, PASSWORD, readMail, tokenInMail, testClock, testDb, totpCode, uniqueEmail, type Test } from '../helper.ts'
+import { enrolMfa, isVerificationMail, PASSWORD, readMail, testClock, tokenInMail, totpCode, uniqueEmail, type Test } from '../helper.ts'
+import {
+  newContext, openTab, refreshCookieIn, service as baseService, settle, signupIn, states, status, thrown, tokenOf, waitForStatus, type Window
+} from './client-app.ts'
 
-const CHROMIUM_ARGS = [
-  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'
-]
-const CLIENT_JS = new URL('../../client/dist/gatehouse-client.js', import.meta.url)
 const MINUTE = 60_000
-
-// ---------------------------------------------------------------------------------------------
-// The test app: a page that loads the built client and keeps what onChange reported
-
-const clientJs = await readFile(CLIENT_JS, 'utf8').catch(() => {
-  throw new Error('client/dist/gatehouse-client.js is missing: run npm run build:client (npm test does)')
-})
-
-/** `/?base=URL` loads the client for that Gatehouse; `/gatehouse-client.js` is the built client. */
-async function testAppServer (): Promise<{ origin: string, server: Server }> {
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    const url = new URL(req.url ?? '/', 'http://x')
-    if (url.pathname === '/gatehouse-client.js') {
-      res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-store' }).end(clientJs)
-    } else if (url.pathname === '/') {
-      const base = JSON.stringify(url.searchParams.get('base') ?? '')
-      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }).end(
-        '<!doctype html><meta charset="utf-8"><title>app</title><script type="module">' +
-        "import { createGatehouseClient, GatehouseError } from '/gatehouse-client.js'\n" +
-        `window.gh = createGatehouseClient({ baseUrl: ${base} })\n` +
-        'window.GatehouseError = GatehouseError\n' +
-        'window.states = []\n' +
-        'window.gh.onChange((s) => window.states.push(s.status))\n' +
-        '</script>'
-      )
-    } else {
-      res.writeHead(404).end()
-    }
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return { origin: `http://localhost:${(server.address() as AddressInfo).port}`, server }
-}
 
 /** Another origin that records the Authorization headers it receives (where a token must never go). */
 async function elsewhereServer (): Promise<{ origin: string, server: Server, authorizations: string[] }> {
@@ -72,83 +37,21 @@ async function elsewhereServer (): Promise<{ origin: string, server: Server, aut
   return { origin: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server, authorizations }
 }
 
-const site = await testAppServer()
 const elsewhere = await elsewhereServer()
-// The file's database boots while Chromium starts.
-const [browser]: [Browser, unknown] = await Promise.all([
-  chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS }),
-  testDb()
-])
 t.teardown(async () => {
-  await browser.close()
-  for (const s of [site.server, elsewhere.server]) {
-    s.closeAllConnections()
-    await new Promise<void>((resolve) => s.close(() => resolve()))
-  }
+  elsewhere.server.closeAllConnections()
+  await new Promise<void>((resolve) => elsewhere.server.close(() => resolve()))
 })
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 
-interface Wire { method: string, path: string, status: number | undefined }
-
-/** The service listening on 127.0.0.1, reached by the pages as http://localhost:<port>. */
+/** The service, and its refresh requests from a point on (a signed-out tab's page load asks once too). */
 async function service (test: Test, opts: { now?: () => Date, env?: Record<string, string> } = {}) {
-  const { app, port } = await listeningTestApp(test, { now: opts.now, env: { COOKIE_SECURE: 'false', CORS_ORIGINS: site.origin, ...opts.env } })
-  const url = `http://localhost:${port}`
-  const wire: Wire[] = []
-  app.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    const entry: Wire = { method: req.method ?? '', path: new URL(req.url ?? '/', 'http://x').pathname, status: undefined }
-    wire.push(entry)
-    res.on('finish', () => { entry.status = res.statusCode })
-  })
-  // Chromium's idle preconnect sockets would hold app.close() (see cookies.browser.ts).
-  test.teardown(() => app.server.closeAllConnections())
-  /** The refresh requests from now on (a signed-out tab's page load asks once too). */
-  const refreshesFromNow = () => {
-    const from = wire.length
-    return () => wire.slice(from).filter((w) => w.method === 'POST' && w.path === '/api/auth/refresh')
-  }
-  return { app, url, wire, refreshesFromNow }
+  const s = await baseService(test, opts)
+  const refreshesFromNow = () => s.requestsFromNow((w) => w.method === 'POST' && w.path === '/api/auth/refresh')
+  return { ...s, refreshesFromNow }
 }
-
-/** A browser profile of its own (cookies, locks, channels, clock), closed after the test. */
-async function newContext (test: Test, opts: { clock?: boolean } = {}): Promise<BrowserContext> {
-  const context = await browser.newContext()
-  test.teardown(() => context.close())
-  if (opts.clock === true) await context.clock.install()
-  return context
-}
-
-/** A tab of the test app; resolves once its client has settled the page-load check. */
-async function openTab (context: BrowserContext, gatehouse: string): Promise<Page> {
-  const page = await context.newPage()
-  await page.goto(`${site.origin}/?base=${encodeURIComponent(gatehouse)}`)
-  await page.waitForFunction(() => (globalThis as unknown as Window).gh !== undefined)
-  await page.evaluate(() => (globalThis as unknown as Window).gh.ready)
-  return page
-}
-
-// The test's tsconfig has no DOM lib: what the page exposes, typed loosely.
-interface PageClient {
-  ready: Promise<unknown>
-  state: { status: string, user: { email: string } | null }
-  signup (email: string, password: string): Promise<{ verificationRequired: boolean, user: { email: string } }>
-  login (email: string, password: string): Promise<{ mfaRequired: boolean }>
-  loginMfa (code: string | { backupCode: string }): Promise<{ email: string }>
-  logout (): Promise<void>
-  logoutAll (): Promise<number>
-  getUser (): Promise<{ email: string, id: string } | null>
-  getAccessToken (): Promise<string | null>
-  fetch (input: string, init?: Record<string, unknown>): Promise<{ status: number, json (): Promise<Record<string, unknown>> }>
-}
-interface Window { gh: PageClient, states: string[], GatehouseError: new (...args: never[]) => unknown }
-
-const status = (page: Page) => page.evaluate(() => (globalThis as unknown as Window).gh.state.status)
-const states = (page: Page) => page.evaluate(() => (globalThis as unknown as Window).states)
-const tokenOf = (page: Page) => page.evaluate(() => (globalThis as unknown as Window).gh.getAccessToken())
-const waitForStatus = (page: Page, expected: string) =>
-  page.waitForFunction((s) => (globalThis as unknown as Window).gh.state.status === s, expected, { timeout: 10_000 })
 
 /** GET /api/auth/me through the client's fetch wrapper: the status, and the email or error code. */
 const me = (page: Page, gatehouse: string) => page.evaluate(async (url) => {
@@ -156,21 +59,6 @@ const me = (page: Page, gatehouse: string) => page.evaluate(async (url) => {
   const body = await res.json()
   return { status: res.status, email: body['email'], code: body['code'] }
 }, `${gatehouse}/api/auth/me`)
-
-/** Runs `call` in the page and returns what it threw, as the app sees it (a typed error). */
-const thrown = (page: Page, call: string, ...args: unknown[]) => page.evaluate(async ({ call, args }) => {
-  const w = globalThis as unknown as Window
-  try {
-    await (w.gh as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[call]!(...args)
-    return null
-  } catch (err) {
-    const e = err as { name: string, code: string, status: number }
-    return { isGatehouseError: err instanceof w.GatehouseError, name: e.name, code: e.code, status: e.status }
-  }
-}, { call, args })
-
-const signupIn = (page: Page, email: string) => page.evaluate(({ email, password }) =>
-  (globalThis as unknown as Window).gh.signup(email, password), { email, password: PASSWORD })
 
 /** Every refresh token of the user's sessions: one row per login plus one per rotation. */
 async function tokenRowsOf (app: App, email: string) {
@@ -196,8 +84,6 @@ function serviceTimePasses (test: Test, ms: number) {
   test.teardown(() => { if (Date.now === shifted) Date.now = real })
 }
 
-const settle = (ms = 800) => new Promise((resolve) => setTimeout(resolve, ms))
-
 // ---------------------------------------------------------------------------------------------
 
 t.test('signup through the client: signed in, the token in memory only, the refresh cookie invisible to scripts', async (t) => {
@@ -218,7 +104,7 @@ t.test('signup through the client: signed in, the token in memory only, the refr
     return { cookie: g.document.cookie, local: g.localStorage.length, session: g.sessionStorage.length }
   })
   t.same(seen, { cookie: '', local: 0, session: 0 }, 'no cookie readable by scripts, nothing in web storage')
-  const cookie = (await context.cookies(`${url}/api/auth/refresh`)).find((c) => c.name === 'refresh_token')
+  const cookie = await refreshCookieIn(context, url)
   t.ok(cookie?.httpOnly, 'the browser holds the refresh cookie, HttpOnly')
 
   const token = await tokenOf(tab)
@@ -326,7 +212,7 @@ t.test('logout in one tab signs out every tab', async (t) => {
     t.equal((await states(tab)).at(-1), 'signed-out', 'onChange reported it')
   }
   t.same(await liveSessionsOf(app, email), [], 'the session is revoked on the server')
-  t.equal((await context.cookies(`${url}/api/auth/refresh`)).find((c) => c.name === 'refresh_token'), undefined, 'the cookie is gone')
+  t.equal(await refreshCookieIn(context, url), undefined, 'the cookie is gone')
   await settle()
   t.equal(refreshes().length, 0, 'nobody tried to refresh')
 
@@ -441,7 +327,7 @@ t.test('REQUIRE_EMAIL_VERIFICATION: signup through the client signs nobody in un
   t.equal(result.verificationRequired, true)
   t.equal(result.user.email, email)
   t.equal(await status(tab), 'signed-out', 'no session yet')
-  t.equal((await context.cookies(`${url}/api/auth/refresh`)).find((c) => c.name === 'refresh_token'), undefined, 'and no cookie')
+  t.equal(await refreshCookieIn(context, url), undefined, 'and no cookie')
   const login = () => thrown(tab, 'login', email, PASSWORD)
   t.same(await login(), { isGatehouseError: true, name: 'GatehouseError', code: 'EMAIL_NOT_VERIFIED', status: 403 })
 
@@ -498,7 +384,7 @@ t.test('a refresh whose answer was lost is retried inside the grace window: no r
   const context = await newContext(t)
   const tab = await openTab(context, url)
   await tab.evaluate(({ email, password }) => (globalThis as unknown as Window).gh.login(email, password), { email, password: PASSWORD })
-  const oldCookie = (await context.cookies(`${url}/api/auth/refresh`)).find((c) => c.name === 'refresh_token')!
+  const oldCookie = (await refreshCookieIn(context, url))!
   const answers: number[] = []
   let lose = true
   await context.route('**/api/auth/refresh', async (route) => {

@@ -8,114 +8,28 @@
  * registration and one more per assertion (checked below, not assumed), so the service sees a
  * counter that grows and, for a copied key, one that does not.
  */
-import { readFile } from 'node:fs/promises'
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { and, eq } from 'drizzle-orm'
-import { type Browser, type BrowserContext, type CDPSession, chromium, type Page } from 'playwright-core'
+import type { BrowserContext, CDPSession, Page } from 'playwright-core'
 import t from 'tap'
 import type { App } from '../../src/app.ts'
 import { authEvents, passkeys, sessions } from '../../src/db/schema.ts'
 import { decodeJwt, enrolMfa, listeningTestApp, PASSWORD, setUser, testClock, testDb, totpCode, uniqueEmail, type Test } from '../helper.ts'
-
-const CHROMIUM_ARGS = [
-  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'
-]
-const CLIENT_JS = new URL('../../client/dist/gatehouse-client.js', import.meta.url)
-
-// ---------------------------------------------------------------------------------------------
-// The test app: a page that loads the built client
-
-const clientJs = await readFile(CLIENT_JS, 'utf8').catch(() => {
-  throw new Error('client/dist/gatehouse-client.js is missing: run npm run build:client (npm test does)')
-})
-
-/** `/?base=URL` loads the client for that Gatehouse; `/gatehouse-client.js` is the built client. */
-async function testAppServer (): Promise<{ origin: string, server: Server }> {
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    const url = new URL(req.url ?? '/', 'http://x')
-    if (url.pathname === '/gatehouse-client.js') {
-      res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-store' }).end(clientJs)
-    } else if (url.pathname === '/') {
-      const base = JSON.stringify(url.searchParams.get('base') ?? '')
-      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' }).end(
-        '<!doctype html><meta charset="utf-8"><title>app</title><script type="module">' +
-        "import { createGatehouseClient, GatehouseError } from '/gatehouse-client.js'\n" +
-        `window.gh = createGatehouseClient({ baseUrl: ${base} })\n` +
-        'window.GatehouseError = GatehouseError\n' +
-        'window.states = []\n' +
-        'window.gh.onChange((s) => window.states.push(s.status))\n' +
-        '</script>'
-      )
-    } else {
-      res.writeHead(404).end()
-    }
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return { origin: `http://localhost:${(server.address() as AddressInfo).port}`, server }
-}
-
-const site = await testAppServer()
-// The file's database boots while Chromium starts.
-const [browser]: [Browser, unknown] = await Promise.all([
-  chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS }),
-  testDb()
-])
-t.teardown(async () => {
-  await browser.close()
-  site.server.closeAllConnections()
-  await new Promise<void>((resolve) => site.server.close(() => resolve()))
-})
+import {
+  loadApp, newContext, openTab, refreshCookieIn, service as baseService, signupIn, site, states, status, thrownWith as thrown, tokenOf, waitForStatus,
+  type Window
+} from './client-app.ts'
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 
-interface Wire { method: string, path: string, status: number | undefined }
-
-/** The service listening on 127.0.0.1, reached as http://localhost:<port>; the test app is its WebAuthn origin. */
+/** The service, and its passkey requests from a point on (preflights left out), as `METHOD path status`. */
 async function service (test: Test, opts: { now?: () => Date } = {}) {
-  const { app, port } = await listeningTestApp(test, {
-    now: opts.now,
-    env: { COOKIE_SECURE: 'false', CORS_ORIGINS: site.origin, WEBAUTHN_RP_ID: 'localhost', WEBAUTHN_ORIGINS: site.origin }
-  })
-  const url = `http://localhost:${port}`
-  const wire: Wire[] = []
-  app.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    const entry: Wire = { method: req.method ?? '', path: new URL(req.url ?? '/', 'http://x').pathname, status: undefined }
-    wire.push(entry)
-    res.on('finish', () => { entry.status = res.statusCode })
-  })
-  // Chromium's idle preconnect sockets would hold app.close() (see cookies.browser.ts).
-  test.teardown(() => app.server.closeAllConnections())
-  /** The passkey requests from now on (preflights left out), as `METHOD path status`. */
+  const s = await baseService(test, opts)
   const passkeyCallsFromNow = () => {
-    const from = wire.length
-    return () => wire.slice(from).filter((w) => w.method !== 'OPTIONS' && w.path.startsWith('/api/auth/passkeys'))
-      .map((w) => `${w.method} ${w.path} ${w.status}`)
+    const calls = s.requestsFromNow((w) => w.method !== 'OPTIONS' && w.path.startsWith('/api/auth/passkeys'))
+    return () => calls().map((w) => `${w.method} ${w.path} ${w.status}`)
   }
-  return { app, url, passkeyCallsFromNow }
-}
-
-/** A browser profile of its own, closed after the test. */
-async function newContext (test: Test): Promise<BrowserContext> {
-  const context = await browser.newContext()
-  test.teardown(() => context.close())
-  return context
-}
-
-/** A tab of the test app; resolves once its client has settled the page-load check. */
-async function openTab (context: BrowserContext, gatehouse: string): Promise<Page> {
-  const page = await context.newPage()
-  await loadApp(page, gatehouse)
-  return page
-}
-
-/** Loads the test app in `page` for that Gatehouse (a page's virtual authenticator stays across navigations). */
-async function loadApp (page: Page, gatehouse: string) {
-  await page.goto(`${site.origin}/?base=${encodeURIComponent(gatehouse)}`)
-  await page.waitForFunction(() => (globalThis as unknown as Window).gh !== undefined)
-  await page.evaluate(() => (globalThis as unknown as Window).gh.ready)
+  return { ...s, passkeyCallsFromNow }
 }
 
 /**
@@ -136,27 +50,6 @@ async function authenticatorFor (context: BrowserContext, page: Page) {
   }
 }
 
-// The test's tsconfig has no DOM lib: what the page exposes, typed loosely.
-interface PublicPasskey { id: string, name: string, createdAt: string, lastUsedAt: string | null, backedUp: boolean }
-interface PageClient {
-  ready: Promise<unknown>
-  state: { status: string, user: { email: string } | null }
-  signup (email: string, password: string): Promise<{ verificationRequired: boolean, user: { id: string, email: string } }>
-  login (email: string, password: string): Promise<{ mfaRequired: boolean }>
-  loginMfa (code: string): Promise<{ email: string }>
-  registerPasskey (name?: string): Promise<PublicPasskey>
-  loginWithPasskey (): Promise<{ id: string, email: string }>
-  logout (): Promise<void>
-  getAccessToken (): Promise<string | null>
-  fetch (input: string, init?: Record<string, unknown>): Promise<{ status: number, json (): Promise<Record<string, unknown>> }>
-}
-interface Window { gh: PageClient, states: string[], GatehouseError: new (...args: never[]) => unknown }
-
-const status = (page: Page) => page.evaluate(() => (globalThis as unknown as Window).gh.state.status)
-const states = (page: Page) => page.evaluate(() => (globalThis as unknown as Window).states)
-const waitForStatus = (page: Page, expected: string) =>
-  page.waitForFunction((s) => (globalThis as unknown as Window).gh.state.status === s, expected, { timeout: 10_000 })
-const tokenOf = (page: Page) => page.evaluate(() => (globalThis as unknown as Window).gh.getAccessToken())
 const amrOf = async (page: Page) => decodeJwt((await tokenOf(page)) ?? '').amr
 const logout = (page: Page) => page.evaluate(() => (globalThis as unknown as Window).gh.logout())
 const registerPasskey = (page: Page, name?: string) => page.evaluate((name) => (globalThis as unknown as Window).gh.registerPasskey(name), name)
@@ -167,24 +60,6 @@ const get = (page: Page, gatehouse: string, path: string) => page.evaluate(async
   const res = await (globalThis as unknown as Window).gh.fetch(url)
   return { status: res.status, body: await res.json() }
 }, gatehouse + path)
-
-/** Runs `call` in the page and returns what it threw, as the app sees it (a typed error). */
-const thrown = (page: Page, call: string, ...args: unknown[]) => page.evaluate(async ({ call, args }) => {
-  const w = globalThis as unknown as Window
-  try {
-    await (w.gh as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[call]!(...args)
-    return null
-  } catch (err) {
-    const e = err as { name: string, code: string, status: number, message: string, cause?: { name?: string, code?: string } }
-    return {
-      isGatehouseError: err instanceof w.GatehouseError, name: e.name, code: e.code, status: e.status,
-      message: e.message, cause: { name: e.cause?.name, code: e.cause?.code }
-    }
-  }
-}, { call, args })
-
-const signupIn = (page: Page, email: string) => page.evaluate(({ email, password }) =>
-  (globalThis as unknown as Window).gh.signup(email, password), { email, password: PASSWORD })
 
 /** base64 (CDP) to base64url (WebAuthn JSON, the service's column). */
 const b64url = (b64: string) => Buffer.from(b64, 'base64').toString('base64url')
@@ -315,7 +190,7 @@ t.test('a cloned credential (its counter reset) is refused: PASSKEY_INVALID, pas
   t.equal(await status(clonePage), 'signed-out')
   t.equal(await tokenOf(clonePage), null)
   t.equal((await sessionsOf(app, original.userId)).length, sessionsBefore, 'no session created')
-  t.equal((await elsewhere.cookies(url)).find((c) => c.name === 'refresh_token'), undefined, 'and no refresh cookie')
+  t.equal(await refreshCookieIn(elsewhere, url), undefined, 'and no refresh cookie')
   const [suspected, ...again] = await eventsOf(app, original.userId, 'passkey_clone_suspected')
   t.same(again, [], 'passkey_clone_suspected recorded once')
   t.match(suspected, {
