@@ -478,13 +478,11 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
     if (event.persisted) holdTabLock()
     wake()
   }
-  if (typeof window !== 'undefined') {
-    window.addEventListener('online', wake)
-    window.addEventListener('pagehide', onPageHide)
-    window.addEventListener('pageshow', onPageShow)
-    window.addEventListener('focus', wake)
-    document.addEventListener('visibilitychange', onVisible)
-  }
+  /** The page events the client listens to (added now, removed by close()). */
+  const pageEvents: Array<[EventTarget, string, (event: never) => void]> = typeof window === 'undefined'
+    ? []
+    : [[window, 'online', wake], [window, 'pagehide', onPageHide], [window, 'pageshow', onPageShow], [window, 'focus', wake], [document, 'visibilitychange', onVisible]]
+  for (const [target, type, handler] of pageEvents) target.addEventListener(type, handler as EventListener)
 
   // -------------------------------------------------------------------------------------------
   // The API
@@ -664,13 +662,7 @@ export function createGatehouseClient (options: GatehouseClientOptions): Gatehou
       tabLockRequest?.abort()
       releaseTabLock()
       listeners.clear()
-      if (typeof window !== 'undefined') {
-        window.removeEventListener('online', wake)
-        window.removeEventListener('pagehide', onPageHide)
-        window.removeEventListener('pageshow', onPageShow)
-        window.removeEventListener('focus', wake)
-        document.removeEventListener('visibilitychange', onVisible)
-      }
+      for (const [target, type, handler] of pageEvents) target.removeEventListener(type, handler as EventListener)
     }
   }
 }
